@@ -1,0 +1,1 @@
+"""Attention: the derivation by hand (hand), extraction from models (extract), the check (check), figures, explorer."""
