@@ -1,0 +1,353 @@
+"""Tiny default models: a BPE tokenizer and tiny LLaMA / Baichuan bases built deterministically on the bundled data.
+
+Recipe (everything below is in `RECIPE`; its hash, the hash of the bundled data files and `RECIPE_VERSION`
+name the cache folders, so a change rebuilds them):
+
+1. Tokenizer: byte-level BPE trained with `tokenizers` on every string of `data/*.json` and `data/*.jsonl`
+   (dataset_info.json excluded), plus a short built-in Chinese/English primer. The pre-tokenizer isolates
+   each CJK character and each digit before the byte-level split, so Chinese is char-level and numbers are
+   digit-level (good for the bundled algorithmic tasks); no text is ever `<unk>`. Specials: `<unk>`=0,
+   `<s>`=1 (added in front of every encoding, like LLaMA), `</s>`=2, `<pad>`=3. Saved as a HF fast tokenizer.
+2. Models: LlamaForCausalLM and labkit's BaiChuanForCausalLM with the same shape (hidden 128, 4 layers,
+   4 heads, intermediate 512, max_position 512, RMSNorm eps 1e-6, RoPE base 10000, untied head), each
+   initialised from its own seed.
+3. Pre-training: a short causal-LM run (AdamW, cosine decay) on the raw strings of the bundled TRAIN
+   datasets (split "train" in dataset_info.json), each field a separate plain document (`<s> text </s>`),
+   shuffled and packed into 128-token blocks. Fields are separate documents and no instruction template
+   is used, so the base learns the language of the data but not the instruction -> answer mapping: that
+   still has to come from LoRA SFT. Torch runs with a fixed thread count and seeds during the build.
+
+Folders: `cache_dir()/tiny/tokenizer-<hash>/`, `cache_dir()/tiny/<arch>-<hash>/` (model + tokenizer +
+`labkit_tiny.json` with the recipe and pre-training losses). Builds go to a temporary folder renamed into
+place when complete, under a file lock, so a killed build never looks complete and parallel callers build once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from labkit.paths import cache_dir, data_dir
+
+RECIPE_VERSION = 1
+ARCHS = ("llama", "baichuan")
+MARKER = "labkit_tiny.json"
+
+RECIPE: dict = {
+    "tokenizer": {"vocab_size": 4096, "min_frequency": 2, "model_max_length": 512},
+    "model": {
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-6,
+        "initializer_range": 0.02,
+    },
+    "seeds": {"llama": 1234, "baichuan": 4321},
+    "pretrain": {"steps": 160, "batch_size": 16, "block_size": 128, "lr": 3e-3, "warmup": 10,
+                 "weight_decay": 0.01, "threads": 2},
+}
+
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
+
+# a few lines so the tokenizer and base know common words even if data/ is edited down to little
+PRIMER = [
+    "你好，我是一个乐于助人的助手。请问有什么可以帮你的？",
+    "Hello, I am a helpful assistant. How can I help you today?",
+    "零 一 二 三 四 五 六 七 八 九 十 百 千 万",
+    "0 1 2 3 4 5 6 7 8 9 a b c d e f g h i j k l m n o p q r s t u v w x y z",
+    "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z",
+    "中文 英文 数字 字母 问题 回答 翻译 总结 解释 例如 因为 所以 但是 如果 然后",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _data_files() -> list[Path]:
+    folder = data_dir()
+    if not folder.is_dir():
+        return []
+    files = sorted(list(folder.glob("*.json")) + list(folder.glob("*.jsonl")))
+    return [f for f in files if f.name != "dataset_info.json"]
+
+
+def data_hash() -> str:
+    """Hash of the bundled data files (names and bytes), dataset_info.json included."""
+    h = hashlib.sha256()
+    folder = data_dir()
+    extra = [folder / "dataset_info.json"] if (folder / "dataset_info.json").is_file() else []
+    for f in _data_files() + extra:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _records(path: Path) -> list:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    data = json.loads(text)
+    return data if isinstance(data, list) else [data]
+
+
+def _strings(obj) -> list[str]:
+    """Every string value in a JSON record (keys skipped), in document order."""
+    if isinstance(obj, str):
+        return [obj] if obj.strip() else []
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+def _train_files() -> list[Path]:
+    """Files of datasets whose split is "train" in dataset_info.json (all data files if it has no splits)."""
+    info_path = data_dir() / "dataset_info.json"
+    files = _data_files()
+    if not info_path.is_file():
+        return [f for f in files if "test" not in f.stem]
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    train_names = {v.get("file_name") for v in info.values() if isinstance(v, dict) and v.get("split", "train") == "train"}
+    return [f for f in files if f.name in train_names]
+
+
+def corpus_texts(train_only: bool = False) -> list[str]:
+    """The strings the tokenizer (all files) or the pre-training (train files only) sees, plus the primer."""
+    texts = list(PRIMER)
+    for f in _train_files() if train_only else _data_files():
+        try:
+            for rec in _records(f):
+                texts.extend(_strings(rec))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # the data checker reports broken files; the tiny build just skips them
+    return texts
+
+
+# --------------------------------------------------------------------------- hashing, cache
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def tokenizer_recipe_hash() -> str:
+    return _hash({"v": RECIPE_VERSION, "tok": RECIPE["tokenizer"], "data": data_hash()})
+
+
+def model_recipe_hash(arch: str) -> str:
+    return _hash({"v": RECIPE_VERSION, "tok": tokenizer_recipe_hash(), "arch": arch, "model": RECIPE["model"],
+                  "seed": RECIPE["seeds"][arch], "pretrain": RECIPE["pretrain"]})
+
+
+def _tiny_root() -> Path:
+    root = cache_dir() / "tiny"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def _locked(name: str):
+    with open(_tiny_root() / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_atomically(final: Path, build) -> Path:
+    """Run build(tmp_dir) and rename tmp_dir to `final`; skip if `final` already holds a complete build."""
+    if (final / MARKER).is_file():
+        return final
+    with _locked(final.name):
+        if (final / MARKER).is_file():
+            return final
+        if final.exists():  # incomplete leftover (should not happen with rename, but be safe)
+            shutil.rmtree(final)
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            build(tmp)
+            if not (tmp / MARKER).is_file():
+                raise RuntimeError(f"tiny build of {final.name} wrote no {MARKER}")
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def _deterministic_torch(threads: int, seed: int):
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def _train_tokenizer(texts: list[str]):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    cfg = RECIPE["tokenizer"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]"), behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg["vocab_size"], min_frequency=cfg["min_frequency"], special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    return tok
+
+
+def _save_tokenizer(folder: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _train_tokenizer(corpus_texts(train_only=False))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        model_max_length=RECIPE["tokenizer"]["model_max_length"], padding_side="right",
+        clean_up_tokenization_spaces=False,
+    )
+    fast.save_pretrained(folder)
+
+
+def tiny_tokenizer_path() -> Path:
+    """The tiny tokenizer folder (HF fast tokenizer), built if missing or its recipe/data changed."""
+    final = _tiny_root() / f"tokenizer-{tokenizer_recipe_hash()}"
+
+    def build(tmp: Path) -> None:
+        t0 = time.time()
+        _save_tokenizer(tmp)
+        (tmp / MARKER).write_text(json.dumps({"kind": "tokenizer", "recipe": RECIPE["tokenizer"],
+                                              "data_hash": data_hash(), "seconds": round(time.time() - t0, 2)}))
+
+    return _build_atomically(final, build)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def tiny_config(arch: str, tokenizer):
+    """The config of a tiny model of `arch` for `tokenizer`."""
+    from transformers import LlamaConfig
+
+    from labkit.models.configuration_baichuan import BaiChuanConfig
+
+    common = dict(RECIPE["model"], vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                  tie_word_embeddings=False, use_cache=True)
+    if arch == "llama":
+        return LlamaConfig(**common, architectures=["LlamaForCausalLM"])
+    return BaiChuanConfig(**common, architectures=["BaiChuanForCausalLM"])
+
+
+def _blocks(tokenizer, seed: int, block: int):
+    """Train-split strings as separate documents `<s> text </s>`, shuffled and packed into (N, block) ids."""
+    import random
+
+    import torch
+
+    texts = corpus_texts(train_only=True)
+    random.Random(seed).shuffle(texts)
+    ids: list[int] = []
+    for enc in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+        ids.extend(enc + [tokenizer.eos_token_id])
+    n = len(ids) // block
+    return torch.tensor(ids[: n * block], dtype=torch.long).view(n, block)  # (N, block)
+
+
+def pretrain(model, tokenizer, seed: int) -> dict:
+    """The short causal-LM pre-training of the recipe; returns losses and timing."""
+    import torch
+
+    cfg = RECIPE["pretrain"]
+    data = _blocks(tokenizer, seed, cfg["block_size"])
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.95))
+    steps, warm = cfg["steps"], cfg["warmup"]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    model.train()
+    losses, t0 = [], time.time()
+    for _ in range(steps):
+        idx = torch.randint(0, data.shape[0], (cfg["batch_size"],), generator=gen)
+        batch = data[idx]  # (B, block)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    tail = losses[-10:]
+    return {"steps": steps, "tokens": steps * cfg["batch_size"] * cfg["block_size"], "blocks": int(data.shape[0]),
+            "first_loss": round(losses[0], 4), "final_loss": round(sum(tail) / len(tail), 4),
+            "seconds": round(time.time() - t0, 1)}
+
+
+def build_tiny_model(arch: str, folder: Path, pretrain_model: bool = True) -> dict:
+    """Build the tiny `arch` model (and copy the tokenizer) into `folder`; returns the build record."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from labkit.models.modeling_baichuan import BaiChuanForCausalLM
+
+    tok_dir = tiny_tokenizer_path()
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    seed = RECIPE["seeds"][arch]
+    record: dict = {"kind": "model", "arch": arch, "recipe": RECIPE, "recipe_version": RECIPE_VERSION,
+                    "recipe_hash": model_recipe_hash(arch), "data_hash": data_hash(), "seed": seed}
+    with _deterministic_torch(RECIPE["pretrain"]["threads"], seed):
+        config = tiny_config(arch, tokenizer)
+        model = (LlamaForCausalLM if arch == "llama" else BaiChuanForCausalLM)(config)
+        record["parameters"] = sum(p.numel() for p in model.parameters())
+        if pretrain_model:
+            record["pretrain"] = pretrain(model, tokenizer, seed)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / MARKER).write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    return record
+
+
+def tiny_model_path(arch: str = "llama") -> Path:
+    """The tiny `arch` ("llama" | "baichuan") model folder (model + tokenizer), built if missing or stale."""
+    from labkit.errors import LabkitError
+
+    arch = str(arch).lower()
+    if arch not in ARCHS:
+        raise LabkitError(f"unknown tiny architecture {arch!r}: choose one of {', '.join(ARCHS)}")
+    final = _tiny_root() / f"{arch}-{model_recipe_hash(arch)}"
+    return _build_atomically(final, lambda tmp: build_tiny_model(arch, tmp))
+
+
+def tiny_record(arch: str) -> dict:
+    """The build record (recipe, parameter count, pre-training losses) of the tiny `arch` model."""
+    return json.loads((tiny_model_path(arch) / MARKER).read_text(encoding="utf-8"))
