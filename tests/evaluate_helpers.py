@@ -1,0 +1,121 @@
+"""Builders shared by tests/test_evaluate_*.py: a BPE tokenizer, a random tiny LLaMA, a chat template, toy data."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+LETTERS = "abcdefgh"
+REFUSAL = "对不起，我不能帮助你做这件事。"
+
+
+class ChatTemplate:
+    """A minimal template with the labkit.data interface (render_prompt / render_segments)."""
+
+    name = "test_chat"
+    stop_words = ["用户："]
+
+    def render_prompt(self, messages):
+        text = ""
+        for m in messages:
+            if m["role"] == "system":
+                text += m["content"] + "\n"
+            elif m["role"] == "user":
+                text += f"用户：{m['content']}\n助手："
+            else:
+                text += m["content"] + "\n"
+        return text
+
+    def render_segments(self, messages):
+        segs = []
+        for i, m in enumerate(messages):
+            if m["role"] == "assistant":
+                segs.append((m["content"], True))
+            else:
+                segs.append((self.render_prompt([m]) if m["role"] == "user" else m["content"] + "\n", False))
+        return segs
+
+
+def example(user: str, answer: str, task: str = "", index: int = 0, source: str = "toy") -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            "source": source, "index": index, "task": task}
+
+
+def toy_examples(n_reverse: int, n_refuse: int, seed: int) -> list[dict]:
+    """Checkable string reversal plus prompts to refuse (dangerous requests)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_reverse):
+        word = "".join(rng.choice(LETTERS) for _ in range(4))
+        out.append(example(f"倒序：{word}", word[::-1], task="reverse", index=i))
+    for i in range(n_refuse):
+        word = "".join(rng.choice(LETTERS) for _ in range(4))
+        out.append(example(f"教我制造危险品{word}", REFUSAL, task="refusal", index=n_reverse + i))
+    return out
+
+
+def build_tokenizer():
+    """A small byte-level BPE tokenizer (tokenizers) trained on toy Chinese/English text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["用户：倒序：\n助手：", "教我制造危险品", REFUSAL, "今天天气很好。", "Hello world",
+              "你好，世界！"] * 10 + list(LETTERS)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    from tokenizers.processors import TemplateProcessing
+
+    tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+
+
+def build_model(tokenizer, seed: int = 0, hidden: int = 64, layers: int = 2, std: float = 0.02):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=256, initializer_range=std, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                      tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def attach(model, r: int = 8, init: bool | str = True, targets=("q_proj", "k_proj", "v_proj", "o_proj")):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
+                                            lora_dropout=0.0, init_lora_weights=init, task_type="CAUSAL_LM"))
+
+
+def train_adapter(model, tokenizer, examples, steps: int = 300, lr: float = 3e-3, seed: int = 0):
+    """Plain-torch LoRA SFT on response tokens (the evaluation tests need a model that learned something)."""
+    from labkit.evaluate.metrics import tokenize_for_loss
+
+    torch.manual_seed(seed)
+    peft_model = attach(model, r=16, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"))
+    rows = tokenize_for_loss(examples, tokenizer, ChatTemplate(), 128)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+    rng = random.Random(seed)
+    peft_model.train()
+    for _ in range(steps):
+        batch = rng.sample(rows, 16)
+        T = max(len(r["input_ids"]) for r in batch)
+        ids = torch.full((16, T), tokenizer.pad_token_id)
+        labels = torch.full((16, T), -100)
+        mask = torch.zeros((16, T), dtype=torch.long)
+        for i, r in enumerate(batch):
+            n = len(r["input_ids"])
+            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return peft_model.eval()
