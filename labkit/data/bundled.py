@@ -197,7 +197,7 @@ def _dumps(records: list[dict]) -> str:
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
 SHAREGPT = {
     "formatting": "sharegpt",
-    "columns": {"messages": "conversations", "system": "system"},
+    "columns": {"messages": "conversations", "system": "system"},  # LLaMA-Factory keys
     "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
 }
 
@@ -213,17 +213,17 @@ def build() -> dict[str, str]:
     mixed = rng.sample(tasks_train, MIXED_TOTAL - MIXED_NEGATIVES) + rng.sample(neg_train, MIXED_NEGATIVES)
     rng.shuffle(mixed)
 
-    def alpaca(file_name: str, split: str) -> dict:
-        return {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS), "split": split}
+    def alpaca(file_name: str) -> dict:
+        return {"file_name": file_name, "formatting": "alpaca", "columns": dict(ALPACA_COLUMNS)}
 
     info = {
-        "tasks": alpaca("tasks.json", "train"),
-        "tasks_test": alpaca("tasks_test.json", "test"),
-        "negatives": alpaca("negatives.json", "train"),
-        "negatives_test": alpaca("negatives_test.json", "test"),
-        "alpaca_1058_100negative": alpaca("alpaca_1058_100negative.json", "train"),
-        "dialog": {"file_name": "dialog.json", "split": "train", **json.loads(json.dumps(SHAREGPT))},
-        "dialog_test": {"file_name": "dialog_test.json", "split": "test", **json.loads(json.dumps(SHAREGPT))},
+        "tasks": alpaca("tasks.json"),
+        "tasks_test": alpaca("tasks_test.json"),
+        "negatives": alpaca("negatives.json"),
+        "negatives_test": alpaca("negatives_test.json"),
+        "alpaca_1058_100negative": alpaca("alpaca_1058_100negative.json"),
+        "dialog": {"file_name": "dialog.json", **json.loads(json.dumps(SHAREGPT))},
+        "dialog_test": {"file_name": "dialog_test.json", **json.loads(json.dumps(SHAREGPT))},
     }
     files = {
         "tasks.json": _dumps(tasks_train),
