@@ -87,9 +87,9 @@ def refusal_phrases() -> tuple[str, ...]:
 
 
 def is_refusal(text: str, phrases: Iterable[str] | None = None) -> bool:
-    """True when the answer declines: a refusal phrase in its first 40 characters, or (with the default
+    """True when the answer declines: a refusal phrase in its first 24 characters, or (with the default
     phrases) `labkit.data.is_refusal` (a bundled refusal, possibly cut short by max_new_tokens)."""
-    head = unicodedata.normalize("NFKC", text or "").lower().strip()[:40]
+    head = unicodedata.normalize("NFKC", text or "").lower().strip()[:24]
     if any(unicodedata.normalize("NFKC", p).lower() in head for p in (phrases or refusal_phrases())):
         return True
     if phrases is None:
