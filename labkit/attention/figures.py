@@ -31,7 +31,7 @@ def derivation_figure(d) -> Figure:
                     cmap="rocket" if name == "A_prime" else "vlag", center=None if name == "A_prime" else 0,
                     xticklabels=[f"t{j + 1}" for j in range(m.shape[1])], yticklabels=False, square=True)
         ax.set_title(f"{name.replace('_prime', '′')} {tuple(m.shape)}", fontsize=9)
-    fig.suptitle("columns are tokens: Q=Wq·I, K=Wk·I, V=Wv·I, A=Kᵀ·Q, A′=softmax per column, O=V·A′", fontsize=9)
+    fig.suptitle(r"columns are tokens: Q=Wq·I, K=Wk·I, V=Wv·I, A=$K^{T}$·Q, A′=softmax per column, O=V·A′", fontsize=9)
     return fig
 
 
