@@ -1,0 +1,367 @@
+"""The papermill runner behind `labkit run`: notebooks in order into reports/<run-id>/ with HTML + manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from labkit.errors import LabkitError
+from labkit.report.manifest import git_info, read_manifest, write_manifest
+from labkit.report.metrics import METRICS_DIRNAME, flatten, read_metrics, same_value
+from labkit.report.params import Plan, load_profile, parse_overrides, plan_parameters
+
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+KERNEL_NAME = "labkit"
+ENV_NOTEBOOK = "00_environment"
+# Metrics whose leaf name matches are timings/throughput: they differ run to run and `--rerun` ignores them.
+VOLATILE = re.compile(r"(runtime|seconds|duration|elapsed|wall|_time$|time_s$|_s$|per_second|per_s$|"
+                      r"throughput|timestamp|tokens_per|samples_per|steps_per|flos|memory|rss|_mb$|_gb$)",
+                      re.IGNORECASE)
+
+
+def discover_notebooks(folder: str | Path) -> list[Path]:
+    """notebooks/NN_*.ipynb in order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LabkitError(f"{folder}: notebooks folder not found")
+    return sorted(folder.glob(NOTEBOOK_GLOB))
+
+
+def select_notebooks(notebooks: list[Path], only: str | list[str] | None) -> list[Path]:
+    """`--only 00,03` (numbers or stems) -> those notebooks, in workbook order."""
+    if not only:
+        return list(notebooks)
+    wanted = [w.strip() for w in (only.split(",") if isinstance(only, str) else only) if w.strip()]
+    by_key: dict[str, Path] = {}
+    for p in notebooks:
+        by_key[p.stem] = p
+        by_key[p.stem.split("_", 1)[0]] = p
+    missing = [w for w in wanted if w not in by_key and w.zfill(2) not in by_key]
+    if missing:
+        raise LabkitError(f"--only: no notebook {', '.join(map(repr, missing))}; available: "
+                          f"{', '.join(p.stem for p in notebooks) or 'none'}")
+    chosen = {by_key.get(w, by_key.get(w.zfill(2))) for w in wanted}
+    return [p for p in notebooks if p in chosen]
+
+
+def _same_interpreter(argv0: str) -> bool:
+    if argv0 in {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}:
+        return True  # jupyter_client substitutes sys.executable for these
+    a, b = Path(os.path.abspath(argv0)), Path(os.path.abspath(sys.executable))
+    return a == b or (a.parent == b.parent and os.path.realpath(a) == os.path.realpath(b))
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """A kernelspec running *this* interpreter: the `labkit` one in sys.prefix (installed if missing)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def usable() -> bool:
+        try:
+            return _same_interpreter(KernelSpecManager().get_kernel_spec(name).argv[0])
+        except NoSuchKernel:
+            return False
+
+    if usable():
+        return name
+    from ipykernel.kernelspec import install
+
+    try:
+        install(kernel_name=name, display_name="Python 3 (labkit)", prefix=sys.prefix)
+    except OSError:
+        pass
+    if usable():
+        return name
+    # Shadowed by a user-level spec of the same name (or sys.prefix not writable): a private spec first on
+    # JUPYTER_PATH for this process and its kernels.
+    from ipykernel.kernelspec import write_kernel_spec
+
+    from labkit.paths import cache_dir
+
+    private = cache_dir() / "jupyter"
+    write_kernel_spec(str(private / "kernels" / name), overrides={"display_name": "Python 3 (labkit)"})
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(private), os.environ.get("JUPYTER_PATH", "")]).rstrip(os.pathsep)
+    if not usable():
+        raise LabkitError(f"could not set up a Jupyter kernel for {sys.executable}")
+    return name
+
+
+def start_kernel(kernel: str, cwd: Path, **env: str):
+    """Start a kernel (IPC transport: local sockets, no TCP ports) with cwd and extra environment variables."""
+    from jupyter_client.manager import KernelManager
+
+    import tempfile
+
+    sockets = tempfile.mkdtemp(prefix="labkit-kernel-")  # short path: unix socket names are limited to ~100 chars
+    km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "k"))
+    km.start_kernel(cwd=str(cwd), env={**os.environ, **env})
+    return km
+
+
+def stop_kernel(km: Any) -> None:
+    try:
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+    except Exception:  # already dead: make sure nothing is left behind
+        with contextlib.suppress(Exception):
+            km.shutdown_kernel(now=True)
+    with contextlib.suppress(Exception):
+        km.cleanup_resources()
+    with contextlib.suppress(OSError):
+        folder = os.path.dirname(km.ip)
+        for name in os.listdir(folder):
+            os.remove(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def new_run_dir(reports_dir: Path, profile: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", profile) or "run"
+    for i in range(1000):
+        path = reports_dir / (f"{stamp}-{safe}" + (f"-{i + 1}" if i else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise LabkitError(f"{reports_dir}: cannot create a run folder")
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # ok | failed | interrupted
+    manifest: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "ok" else 1
+
+
+def _cell_seconds(ipynb: Path) -> float:
+    try:
+        nb = json.loads(ipynb.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return 0.0
+    return sum(float((c.get("metadata", {}).get("papermill") or {}).get("duration") or 0) for c in nb.get("cells", []))
+
+
+def time_table(manifest: dict[str, Any]) -> str:
+    """Per-notebook seconds: cells, overhead (kernel start, papermill), HTML export, total."""
+    lines = [f"{'notebook':<24} {'status':<8} {'cells':>7} {'overhead':>9} {'html':>6} {'total':>7}"]
+    tot = {"cells_s": 0.0, "overhead_s": 0.0, "html_s": 0.0, "duration_s": 0.0}
+    for stem, info in manifest["notebooks"].items():
+        if info.get("status") in ("pending", "skipped"):
+            lines.append(f"{stem:<24} {info.get('status'):<8}")
+            continue
+        vals = {k: float(info.get(k) or 0.0) for k in tot}
+        for k in tot:
+            tot[k] += vals[k]
+        lines.append(f"{stem:<24} {info.get('status', ''):<8} {vals['cells_s']:>7.1f} {vals['overhead_s']:>9.1f} "
+                     f"{vals['html_s']:>6.1f} {vals['duration_s']:>7.1f}")
+    lines.append(f"{'total (s)':<24} {'':<8} {tot['cells_s']:>7.1f} {tot['overhead_s']:>9.1f} {tot['html_s']:>6.1f} "
+                 f"{tot['duration_s']:>7.1f}")
+    wall = manifest.get("duration_s")
+    if isinstance(wall, (int, float)):
+        lines.append(f"run wall time {wall:.1f} s (includes validation, set-up and index)")
+    return "\n".join(lines)
+
+
+def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: list[str] | dict[str, str] | None = None,
+        *, parameters: dict[str, Any] | None = None, notebooks_dir: str | Path | None = None,
+        reports_dir: str | Path | None = None, profiles_dir: str | Path | None = None, progress: bool = True,
+        log_output: bool = False, echo: Callable[[str], None] | None = None, command: list[str] | None = None,
+        start_timeout: int = 120, rerun_of: str | None = None) -> RunResult:
+    """Run the selected notebooks in order into a new run folder; never raises for a failing notebook.
+
+    `overrides`: `-p` strings (`key=value`) or {key: raw text}; `parameters`: already typed values (rerun).
+    Parameter problems raise LabkitError before any kernel starts.
+    """
+    from labkit import paths
+
+    t0 = time.perf_counter()
+    say = echo or (lambda s: print(s, flush=True))
+    nb_dir = Path(notebooks_dir).resolve() if notebooks_dir else paths.notebooks_dir()
+    rep_dir = Path(reports_dir).resolve() if reports_dir else paths.reports_dir()
+    notebooks = discover_notebooks(nb_dir)
+    if not notebooks:
+        raise LabkitError(f"{nb_dir}: no notebooks named NN_*.ipynb")
+    selected = select_notebooks(notebooks, only)
+    raw = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    if parameters is None:
+        prof_name, prof_values, prof_path = load_profile(profile, profiles_dir)
+    else:  # a rerun: the recorded values replace the profile file's (which may have changed or gone)
+        prof_name, prof_values, prof_path = Path(profile).stem, {}, Path(profile)
+    plan: Plan = plan_parameters(selected, notebooks, prof_values, raw, typed=parameters,
+                                 profile_source=str(prof_path))
+
+    # ---- validated; from here on a run folder exists
+    run_dir = new_run_dir(rep_dir, prof_name)
+    (run_dir / METRICS_DIRNAME).mkdir()
+    from labkit.env.fingerprint import fingerprint
+    from labkit.report.index import write_index
+
+    manifest: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "status": "running",
+        "profile": prof_name,
+        "parameters": plan.final,
+        "only": [p.stem for p in selected] if len(selected) != len(notebooks) else None,
+        "started": _now(),
+        "finished": None,
+        "duration_s": None,
+        "command": command,
+        "rerun_of": rerun_of,
+        "git": git_info(nb_dir),
+        "environment": fingerprint(probe_quantization=False, torch_details=False),
+        "environment_source": "runner (versions only; notebook 00 records the full fingerprint)",
+        "notebooks": {p.stem: {"status": "pending", "parameters": plan.effective[p.stem]} for p in selected},
+    }
+    write_manifest(run_dir, manifest)
+    write_index(rep_dir)
+    say(f"labkit run: profile {prof_name}, {len(selected)} notebook(s) -> {run_dir}")
+    if plan.final:
+        say("parameters: " + ", ".join(f"{k}={v!r}" for k, v in plan.final.items()))
+
+    kernel = ensure_kernel()
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from labkit.report.html import export_html
+
+    if log_output:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    status = "ok"
+    try:
+        for i, path in enumerate(selected, 1):
+            stem = path.stem
+            info = manifest["notebooks"][stem]
+            out_nb = run_dir / path.name
+            say(f"[{i}/{len(selected)}] {stem}")
+            info.update(status="running", started=_now())
+            write_manifest(run_dir, manifest)
+            t_nb = time.perf_counter()
+            error = None
+            try:
+                km = start_kernel(kernel, nb_dir, LABKIT_RUN_DIR=str(run_dir), LABKIT_NOTEBOOK=stem)
+                try:
+                    pm.execute_notebook(str(path), str(out_nb), parameters=plan.injected[stem], kernel_name=kernel,
+                                        cwd=str(nb_dir), progress_bar=progress, log_output=log_output,
+                                        start_timeout=start_timeout, km=km)
+                finally:
+                    stop_kernel(km)
+            except PapermillExecutionError as err:
+                error = f"{err.ename}: {err.evalue} (cell In [{err.exec_count}])"
+            except KeyboardInterrupt:
+                error = "interrupted"
+                raise
+            except Exception as err:  # kernel died, timeout, unreadable notebook ...
+                error = f"{type(err).__name__}: {err}"
+            finally:
+                t_exec = time.perf_counter() - t_nb
+                info["status"] = "ok" if error is None else ("interrupted" if error == "interrupted" else "failed")
+                info["error"] = error
+                info["ipynb"] = out_nb.name if out_nb.exists() else None
+                cells = _cell_seconds(out_nb) if out_nb.exists() else 0.0
+                info["cells_s"] = round(cells, 2)
+                info["overhead_s"] = round(max(t_exec - cells, 0.0), 2)
+                t_html = time.perf_counter()
+                if out_nb.exists():
+                    try:
+                        info["html"] = export_html(out_nb).name
+                    except Exception as err:  # a report problem must not hide the run's result
+                        info["html"] = None
+                        info["html_error"] = f"{type(err).__name__}: {err}"
+                info["html_s"] = round(time.perf_counter() - t_html, 2)
+                info["duration_s"] = round(time.perf_counter() - t_nb, 2)
+                info["metrics"] = read_metrics(run_dir / METRICS_DIRNAME / f"{stem}.json")
+                if stem == ENV_NOTEBOOK and isinstance(info["metrics"].get("fingerprint"), dict):
+                    manifest["environment"] = info["metrics"]["fingerprint"]
+                    manifest["environment_source"] = ENV_NOTEBOOK
+                write_manifest(run_dir, manifest)
+            if error is not None:
+                status = "failed"
+                say(f"FAILED {stem}: {error}")
+                say(f"  see {run_dir / (info.get('html') or out_nb.name)}")
+                break
+            say(f"  ok in {info['duration_s']:.1f} s")
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        for info in manifest["notebooks"].values():
+            if info["status"] == "pending":
+                info["status"] = "skipped"
+        manifest["status"] = status
+        manifest["finished"] = _now()
+        manifest["duration_s"] = round(time.perf_counter() - t0, 2)
+        write_manifest(run_dir, manifest)
+        write_index(rep_dir)
+        say("")
+        say(time_table(manifest))
+        say(f"index: {rep_dir / 'index.html'}")
+        say(f"status: {status}")
+    return RunResult(run_dir=run_dir, status=status, manifest=manifest)
+
+
+def comparable_metrics(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Flattened metrics minus the environment fingerprint and timing-like (volatile) values."""
+    out = {}
+    for stem, info in (manifest.get("notebooks") or {}).items():
+        for name, value in flatten(info.get("metrics") or {}):
+            if name.startswith("fingerprint") or VOLATILE.search(name.rsplit(".", 1)[-1]):
+                continue
+            out[f"{stem}.{name}"] = value
+    return out
+
+
+_MISSING = "<missing>"
+
+
+def compare_metrics(old: dict[str, Any], new: dict[str, Any], rtol: float = 0.0) -> list[tuple[str, Any, Any]]:
+    """(name, old, new) for every comparable metric that differs between two manifests."""
+    a, b = comparable_metrics(old), comparable_metrics(new)
+    diffs = []
+    for name in list(a) + [n for n in b if n not in a]:
+        va, vb = a.get(name, _MISSING), b.get(name, _MISSING)
+        if not same_value(va, vb, rtol):
+            diffs.append((name, va, vb))
+    return diffs
+
+
+def rerun(old_run: str | Path, rtol: float = 0.0, **kwargs: Any) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
+    """Run again with the exact profile, parameters and notebooks of an earlier run; return the metric diffs."""
+    old_dir = Path(old_run)
+    old = read_manifest(old_dir)
+    stems = list(old["notebooks"])
+    kwargs.setdefault("command", None)
+    result = run(profile=old.get("profile") or "tiny", only=stems, parameters=old.get("parameters") or {},
+                 rerun_of=str(old_dir), **kwargs)
+    return result, compare_metrics(old, result.manifest, rtol)
