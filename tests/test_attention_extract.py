@@ -154,3 +154,20 @@ def test_head_table(llama):
     assert list(t.columns) == ["layer", "head", "entropy", "mean_distance", "first_token"]
     assert len(t) == 4 and t["entropy"].between(0, torch.log(torch.tensor(20.0)).item()).all()
     assert t["mean_distance"].between(0, 19).all()
+
+
+class ByteTokenizer:
+    """ids are UTF-8 bytes: a Chinese character is three tokens, as with byte-level BPE on rare characters."""
+
+    def decode(self, ids):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+    def convert_ids_to_tokens(self, i):
+        return f"<0x{i:02X}>"
+
+
+def test_token_labels_group_byte_tokens():
+    ids = list("注意 a\n".encode()) + list("解".encode())[:2]
+    labels = extract.token_labels(ByteTokenizer(), ids)
+    assert labels == ["注·1", "注·2", "注·3", "意·1", "意·2", "意·3", "▁", "a", "\\n", "<0xE8>", "<0xA7>"]
+    assert len(labels) == len(ids)

@@ -202,16 +202,28 @@ class AttentionMaps:
         return self.weights[self.layers.index(layer), self.heads.index(head)]
 
 
+def _readable(text: str) -> str:
+    return text.replace("\n", "\\n").replace(" ", "▁") or "∅"
+
+
 def token_labels(tokenizer, ids) -> list[str]:
-    """One readable label per token: the decoded text, or the raw piece when a token is part of a character."""
-    labels = []
+    """One readable label per token. A character split over several byte tokens labels each part
+    "解·1", "解·2", "解·3"; spaces show as ▁ and newlines as \\n (glyphs the CJK font has)."""
+    ids = [int(i) for i in ids]
+    labels: list[str] = []
+    group: list[int] = []
     for i in ids:
-        text = tokenizer.decode([int(i)])
-        if not text.strip() or "\ufffd" in text:
-            piece = tokenizer.convert_ids_to_tokens(int(i))
-            text = piece if piece and "\ufffd" not in text else text
-        text = text.replace("\n", "↵").replace(" ", "▁")
-        labels.append(text if text else "∅")
+        group.append(i)
+        text = tokenizer.decode(group)
+        if "\ufffd" in text and len(group) < 4:  # an incomplete UTF-8 sequence: wait for the next byte
+            continue
+        if len(group) == 1:
+            labels.append(_readable(text))
+        else:
+            labels.extend(f"{_readable(text)}·{k + 1}" for k in range(len(group)))
+        group = []
+    if group:  # trailing partial character
+        labels.extend(_readable(tokenizer.convert_ids_to_tokens(i)) for i in group)
     return labels
 
 
