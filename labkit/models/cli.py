@@ -1,0 +1,40 @@
+"""`labkit tiny llama|baichuan` (build/print the tiny model folder) and `labkit export` (merge an adapter)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def tiny_main(argv: list[str]) -> int:
+    """Build the tiny model if needed; the folder path is the last line printed."""
+    from labkit.models.tiny import ARCHS, MARKER, tiny_model_path, tiny_tokenizer_path
+
+    ap = argparse.ArgumentParser(prog="labkit tiny", description="build (if needed) a tiny default model and print its folder")
+    ap.add_argument("arch", choices=[*ARCHS, "tokenizer"], help="llama | baichuan | tokenizer")
+    ap.add_argument("--info", action="store_true", help="also print the build record (recipe, losses) as JSON")
+    args = ap.parse_args(argv)
+    path = tiny_tokenizer_path() if args.arch == "tokenizer" else tiny_model_path(args.arch)
+    if args.info:
+        print(json.dumps(json.loads((path / MARKER).read_text(encoding="utf-8")), indent=1, ensure_ascii=False))
+    print(path)
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    """Merge --lora_weights into --base_model and save safetensors in --output_dir (checked)."""
+    from labkit.models.export import merge_and_export
+
+    ap = argparse.ArgumentParser(prog="labkit export", description="merge a LoRA adapter into its base model")
+    ap.add_argument("--base_model", required=True, help="base model folder (LLaMA or Baichuan)")
+    ap.add_argument("--lora_weights", required=True, help="LoRA adapter folder (adapter_config.json + safetensors)")
+    ap.add_argument("--output_dir", required=True, help="new folder for the merged model")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the merged weights")
+    args = ap.parse_args(argv)
+    summary = merge_and_export(args.base_model, args.lora_weights, args.output_dir, precision=args.precision)
+    for key, value in summary.items():
+        if key != "output_dir":
+            print(f"{key}: {value}", file=sys.stderr)
+    print(summary["output_dir"])
+    return 0
