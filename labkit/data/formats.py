@@ -210,6 +210,9 @@ def _iter_array(f):
             if pos < len(s.buf) and s.buf[pos] == "]":
                 pos += 1
                 break
+            if pos >= len(s.buf):
+                raise _Fatal(f"file ends inside the array (after record {index - 1}); missing ']'",
+                             line=s.line_of(pos), index=index)
             raise _Fatal(f"invalid JSON at line {s.line_of(pos)}: expected ',' or ']' after record {index - 1}",
                          line=s.line_of(pos), index=index)
     pos = s.skip_ws(pos)

@@ -134,3 +134,21 @@ def tokenize_examples(examples, tokenizer, template: str | Template, cutoff_len:
     cols, report = encode_examples(examples, tokenizer, template, cutoff_len, train_on_inputs, batched)
     features = datasets.Features({k: datasets.Sequence(datasets.Value("int64")) for k in cols})
     return datasets.Dataset.from_dict(cols, features=features), report
+
+
+def quick_bpe_tokenizer(texts, vocab_size: int = 1000):
+    """A small byte-level BPE PreTrainedTokenizerFast trained on `texts` (tests and benchmarks; not the tiny model's).
+
+    Special tokens: <pad>=0, <s>=1, </s>=2, <unk>=3; no BOS added by default.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")

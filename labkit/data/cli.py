@@ -1,0 +1,106 @@
+"""`labkit data check PATH... [--registry FILE --dataset NAME[,NAME]] [--lenient] [--json]`: exit 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from labkit.data.validation import ValidationReport
+from labkit.errors import LabkitError
+
+EPILOG = """exit codes: 0 nothing rejected, 1 records rejected, 2 unusable input (missing file, not JSON, bad registry).
+--json prints one object: {"read", "kept", "rejected", "duplicates", "errors": [{"file", "index", "line", "field",
+"reason"}]}. Without --dataset, --registry checks every entry that names a local file."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="labkit data", description="Check instruction datasets.", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", metavar="check")
+    c = sub.add_parser("check", help="validate files and/or registered datasets", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("paths", nargs="*", metavar="PATH", help="alpaca/sharegpt data files (JSON array or JSONL)")
+    c.add_argument("--registry", default="", help="a dataset_info.json (default with --dataset: the bundled data/)")
+    c.add_argument("--dataset", default="", help="registered dataset name(s), comma separated; amounts allowed")
+    c.add_argument("--format", choices=["alpaca", "sharegpt"], default=None, help="formatting of PATHs (default: detect)")
+    c.add_argument("--lenient", action="store_true", help="report as lenient loading would (rejected records dropped)")
+    c.add_argument("--drop-duplicates", action="store_true", help="count duplicates as rejected")
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    return ap
+
+
+def check(paths: list[str], registry: str = "", dataset: str = "", formatting: str | None = None,
+          drop_duplicates: bool = False) -> tuple[ValidationReport, list[str]]:
+    """Validate files and registered datasets; never raises for bad data. Returns (report, notes)."""
+    from labkit.data.registry import dataset_attr, load_datasets, load_files, read_registry
+    from labkit.paths import data_dir
+
+    report, notes = ValidationReport(), []
+    if paths:
+        try:
+            _, r = load_files(paths, formatting=formatting, drop_duplicates=drop_duplicates, check=False)
+            report.merge(r)
+        except LabkitError as err:
+            report.fatal(", ".join(paths), None, None, str(err))
+    if registry or dataset:
+        reg = Path(registry) if registry else data_dir() / "dataset_info.json"
+        try:
+            names = dataset
+            if not names:
+                info = read_registry(reg)
+                local = []
+                for name, entry in info.items():
+                    if isinstance(entry, dict) and not entry.get("file_name") and not entry.get("ranking"):
+                        notes.append(f"skipped {name!r}: not available offline (no file_name)")
+                    elif isinstance(entry, dict) and entry.get("ranking"):
+                        notes.append(f"skipped {name!r}: ranking data (not SFT)")
+                    else:
+                        dataset_attr(name, info, reg)
+                        local.append(name)
+                names = ",".join(local)
+            if names:
+                _, r = load_datasets(names, registry=reg, drop_duplicates=drop_duplicates, check=False)
+                report.merge(r)
+        except LabkitError as err:
+            report.fatal(str(reg), None, None, str(err))
+    return report, notes
+
+
+def _text(report: ValidationReport, notes: list[str], lenient: bool, limit: int = 50) -> str:
+    lines = []
+    for d in report.datasets:
+        lines.append(f"{d.dataset} [{d.formatting}] {d.file}: read {d.read}, kept {d.kept}, rejected {d.rejected}, "
+                     f"duplicates {d.duplicates}")
+    lines += [f"note: {n}" for n in notes]
+    for e in report.errors[:limit]:
+        lines.append(f"  {e}")
+    if len(report.errors) > limit:
+        lines.append(f"  ... and {len(report.errors) - limit} more (--json lists all)")
+    if lenient and report.rejected and not report.unusable:
+        lines.append(f"lenient: {report.rejected} record(s) would be dropped; training would use {report.kept}")
+    lines.append(report.summary())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    try:
+        args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    if args.command != "check":
+        ap.print_help()
+        return 2
+    if not args.paths and not args.registry and not args.dataset:
+        print("error: nothing to check: give PATH(s), or --registry FILE and/or --dataset NAME", file=sys.stderr)
+        return 2
+    report, notes = check(args.paths, args.registry, args.dataset, args.format, args.drop_duplicates)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(_text(report, notes, args.lenient))
+    if report.unusable:
+        return 2
+    return 1 if report.rejected else 0
