@@ -236,7 +236,7 @@ def rms_norm_columns(X: torch.Tensor, weight: torch.Tensor, eps: float) -> torch
 
 def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float = 1.0):
     """cos, sin of shape (dh, n): row r of token j is angle positions[j] * inv_freq[r mod dh/2]."""
-    freqs = positions[:, None].float() * inv_freq[None, :].float()  # (n, dh/2)
+    freqs = positions[:, None].float() * inv_freq[None, :].float().to(positions.device)  # (n, dh/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (n, dh)  rotate-half layout: pairs (r, r + dh/2)
     return (emb.cos() * scaling).T, (emb.sin() * scaling).T  # (dh, n) each
 
@@ -297,13 +297,14 @@ def hand_layer(model: nn.Module, layer: int, hidden_in: torch.Tensor,
             raise LabkitError(f"hand_layer takes one sample; got a batch of {x.shape[0]}")
         x = x[0]
     w = layer_weights(model, layer)
+    x = x.to(w.Wq.device)  # compute where the weights are (CPU for tiny models, the GPU for 7B)
     n = x.shape[0]
-    positions = torch.arange(n) if positions is None else positions.reshape(-1)
+    positions = (torch.arange(n) if positions is None else positions.reshape(-1)).to(x.device)
     X = x.T  # (d, n) the residual stream, columns are tokens
     I = rms_norm_columns(X, w.norm1, w.eps)  # (d, n)
     cos, sin = rope_tables(positions, w.inv_freq, w.rope_scaling)  # (dh, n)
     scale = w.head_dim ** -0.5
-    mask = causal_mask_columns(n) if causal else torch.zeros(n, n)
+    mask = (causal_mask_columns(n) if causal else torch.zeros(n, n)).to(x.device)
     heads = []
     for h in range(w.n_heads):
         Wq, Wk, Wv = w.head(h)  # (dh, d) each
@@ -328,4 +329,5 @@ def hand_layer(model: nn.Module, layer: int, hidden_in: torch.Tensor,
     mlp = w.mlp["down"] @ (_act(w.act)(w.mlp["gate"] @ I2) * (w.mlp["up"] @ I2))  # (d, n)
     out = X1 + mlp
     attn_weights = torch.stack([s.A_prime.T for s in heads])  # (H, n_query, n_key)
-    return HandLayer(weights=w, I=I, heads=heads, attn_weights=attn_weights, attn_out=attn.T, layer_out=out.T)
+    return HandLayer(weights=w, I=I, heads=heads, attn_weights=attn_weights.cpu(), attn_out=attn.T.cpu(),
+                     layer_out=out.T.cpu())

@@ -1,0 +1,91 @@
+"""Models for notebook 05: a base (tiny default) and, when one exists, the LoRA adapter of notebooks 02/03."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import LabkitError
+
+ADAPTER_DIRS = {"llama": ("linly_lora", "02_linly_lora"), "baichuan": ("baichuan_lora", "03_baichuan_wpack")}
+ADAPTER_PARAMS = {"llama": "llama_adapter", "baichuan": "baichuan_adapter"}
+
+
+@dataclass
+class Loaded:
+    """A model ready for attention work (eager), its tokenizer, and where they came from."""
+
+    arch: str
+    model: Any  # PreTrainedModel or PeftModel
+    tokenizer: Any
+    base_path: str
+    adapter_path: str | None
+    note: str
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.adapter_path is not None
+
+    @property
+    def adapter_states(self) -> tuple:
+        """(True, False) with an adapter (enabled, disabled); (None,) for a bare base."""
+        return (True, False) if self.has_adapter else (None,)
+
+
+def resolve_adapter(arch: str, value: str = "") -> tuple[Path | None, str]:
+    """(adapter folder or None, note): `value`, else <run folder>/<linly_lora|baichuan_lora> when present."""
+    from labkit.paths import resolve_output
+
+    folder, notebook = ADAPTER_DIRS[arch]
+    path = resolve_output(value, folder)
+    if (path / "adapter_config.json").is_file():
+        return path, f"{arch}: adapter {path}"
+    if value:
+        raise LabkitError(f"{ADAPTER_PARAMS[arch]}={value!r}: no adapter_config.json in {path}")
+    return None, (f"{arch}: no adapter at {path} (run notebook {notebook} first in this run, or set "
+                  f"{ADAPTER_PARAMS[arch]}=PATH); showing the base model only")
+
+
+def _trained_base(adapter: Path | None) -> str:
+    """The base a labkit adapter was trained on (labkit_train.json), if recorded."""
+    if adapter is None or not (adapter / "labkit_train.json").is_file():
+        return ""
+    try:
+        return str(json.loads((adapter / "labkit_train.json").read_text(encoding="utf-8")).get("base_model") or "")
+    except (OSError, json.JSONDecodeError):
+        return ""
+
+
+def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", precision: str = "fp32") -> Loaded:
+    """Load `arch`'s base (model_path, else the adapter's recorded base, else the tiny model) with eager
+    attention at `precision`, plus its adapter (not merged, so it can be switched off)."""
+    from labkit.models import load_model, load_tokenizer
+
+    if arch not in ADAPTER_DIRS:
+        raise LabkitError(f"unknown architecture {arch!r}: choose llama or baichuan")
+    adapter, note = resolve_adapter(arch, adapter_path)
+    base = model_path or _trained_base(adapter)
+    if base and not Path(base).is_dir():
+        if model_path:
+            raise LabkitError(f"{arch}_model={model_path!r}: no such folder")
+        base = ""  # the recorded base moved; fall back to the tiny default
+    if not base:
+        from labkit.models.tiny import tiny_model_path
+
+        base = str(tiny_model_path(arch))
+    model = load_model(base, precision=precision, attn_implementation="eager")
+    tokenizer = load_tokenizer(base)
+    if adapter is not None:
+        try:
+            from labkit.models.integrity import load_adapter
+        except ImportError:  # older labkit.models: plain PEFT
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+        else:
+            model = load_adapter(model, adapter)
+    model.eval()
+    return Loaded(arch=arch, model=model, tokenizer=tokenizer, base_path=base,
+                  adapter_path=str(adapter) if adapter is not None else None, note=f"{note}; base {base}")
