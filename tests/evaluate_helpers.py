@@ -10,31 +10,15 @@ LETTERS = "abcdefgh"
 REFUSAL = "对不起，我不能帮助你做这件事。"
 
 
-class ChatTemplate:
-    """A minimal template with the labkit.data interface (render_prompt / render_segments)."""
+def ChatTemplate():
+    """A small labkit template (labkit.data.templates.Template): "用户：...\n助手：" turns."""
+    from labkit.data.templates import Template
 
-    name = "test_chat"
-    stop_words = ["用户："]
+    return Template(name="test_chat", system="{system}\n", user="用户：{content}\n助手：", assistant="{content}",
+                    separator="\n")
 
-    def render_prompt(self, messages):
-        text = ""
-        for m in messages:
-            if m["role"] == "system":
-                text += m["content"] + "\n"
-            elif m["role"] == "user":
-                text += f"用户：{m['content']}\n助手："
-            else:
-                text += m["content"] + "\n"
-        return text
 
-    def render_segments(self, messages):
-        segs = []
-        for i, m in enumerate(messages):
-            if m["role"] == "assistant":
-                segs.append((m["content"], True))
-            else:
-                segs.append((self.render_prompt([m]) if m["role"] == "user" else m["content"] + "\n", False))
-        return segs
+STOP = ["用户："]
 
 
 def example(user: str, answer: str, task: str = "", index: int = 0, source: str = "toy") -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluate_helpers import ChatTemplate, attach, build_model, build_tokenizer, example
+from evaluate_helpers import STOP, ChatTemplate, attach, build_model, build_tokenizer, example
 from labkit.errors import LabkitError
 from labkit.evaluate import generate as G
 
@@ -135,7 +135,7 @@ def test_text_generation_pipeline_matches_generate(model, tok):
     text = G.render_prompts(PROMPTS[:1], ChatTemplate())[0]
     got = pipe(text, max_new_tokens=6, do_sample=False, return_full_text=False)[0]["generated_text"]
     ours = G.generate(model, tok, PROMPTS[:1], ChatTemplate(), max_new_tokens=6)[0]
-    assert G._cut(got, ChatTemplate.stop_words) == ours
+    assert G._cut(got, STOP) == ours
 
 
 @pytest.mark.parametrize("quant", ["int8", "nf4"])
@@ -153,3 +153,12 @@ def test_kbit_base_with_adapter(tmp_path, tok, quant):
     pair = G.generate_pair(pm, tok, PROMPTS, ChatTemplate(), max_new_tokens=6, min_new_tokens=6)
     assert len(pair["base"]) == len(pair["adapter"]) == len(PROMPTS)
     assert all(isinstance(x, str) for x in pair["base"] + pair["adapter"])
+
+
+def test_stop_strings_come_from_the_template():
+    from labkit.data.templates import get_template
+
+    assert G._stop_strings(get_template("alpaca")) == ["### Instruction:"]
+    assert G._stop_strings(get_template("baichuan")) == ["<reserved_102>"]
+    assert G._stop_strings(ChatTemplate()) == STOP
+    assert G._cut("p n b\n### Instruction:\nmore", ["### Instruction:"]) == "p n b"

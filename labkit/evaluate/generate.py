@@ -111,11 +111,17 @@ def render_prompts(prompts: Iterable[Any], template: Any = None) -> list[str]:
 
 
 def _stop_strings(template: Any) -> list[str]:
-    """Strings after which an answer is cut (a template's next-turn marker), if the template names any."""
+    """Strings at which an answer is cut: the template's stop words, else the start of its next user turn
+    (e.g. "### Instruction:"), so a model that has not learned EOS does not ramble into a new turn."""
     for attr in ("stop_words", "stop_strings", "stop"):
         value = getattr(template, attr, None)
         if value:
             return [value] if isinstance(value, str) else [s for s in value if s]
+    user = getattr(template, "user", None)
+    if isinstance(user, str) and "{content}" in user:
+        marker = user.split("{content}")[0].strip()
+        if len(marker) >= 2:
+            return [marker]
     return []
 
 

@@ -113,32 +113,15 @@ def _reference(example: dict) -> str:
 
 def tokenize_for_loss(examples: Sequence[dict], tokenizer: Any, template: Any, cutoff_len: int = 512
                       ) -> list[dict]:
-    """input_ids/labels per example, labels -100 on prompt tokens: the training tokenisation (labkit.data)."""
-    template = resolve_template(template)
-    try:
-        from labkit.data.tokenize import tokenize_examples
-    except ImportError:
-        tokenize_examples = None
-    if tokenize_examples is not None:
-        ds, _report = tokenize_examples(list(examples), tokenizer, template, cutoff_len)
-        rows = [{"input_ids": list(r["input_ids"]), "labels": list(r["labels"])} for r in ds]
-        if len(rows) != len(examples):
-            raise LabkitError(f"tokenize_examples kept {len(rows)} of {len(examples)} held-out examples; "
-                              f"raise cutoff_len ({cutoff_len}) so every example is measured")
-        return rows
-    rows = []
-    for ex in examples:  # fallback: segments from the template, BOS first, EOS closing the answer
-        ids: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        labels: list[int] = [-100] * len(ids)
-        for text, trainable in template.render_segments(ex["messages"]):
-            seg = tokenizer(text, add_special_tokens=False)["input_ids"]
-            ids += seg
-            labels += seg if trainable else [-100] * len(seg)
-        if tokenizer.eos_token_id is not None:
-            ids.append(tokenizer.eos_token_id)
-            labels.append(tokenizer.eos_token_id)
-        rows.append({"input_ids": ids[:cutoff_len], "labels": labels[:cutoff_len]})
-    return rows
+    """input_ids/labels per example exactly as training tokenises them (labkit.data.tokenize): BOS, segments,
+    EOS after each answer; labels -100 on prompt tokens. Every example must keep at least one answer token."""
+    from labkit.data.tokenize import encode_examples
+
+    cols, report = encode_examples(list(examples), tokenizer, resolve_template(template), cutoff_len)
+    if report.kept != len(examples):
+        raise LabkitError(f"{len(examples) - report.kept} of {len(examples)} held-out examples have no answer "
+                          f"token left after cutoff_len={cutoff_len}; raise cutoff_len so every example is measured")
+    return [{"input_ids": i, "labels": lab} for i, lab in zip(cols["input_ids"], cols["labels"])]
 
 
 @torch.inference_mode()
@@ -189,9 +172,9 @@ def evaluate_variant(model: Any, tokenizer: Any, examples: Sequence[dict], templ
     """One row per example: prompt, reference, prediction, loss, exact match, ROUGE-L, refusal flags."""
     checkable = None if checkable_tasks is None else set(checkable_tasks)
     t0 = time.perf_counter()
+    refs = [_reference(ex) for ex in examples]  # fails early, naming the record, if one has no answer
     nll = response_nll(model, tokenizer, examples, template, batch_size=batch_size, cutoff_len=cutoff_len)
     preds = generate(model, tokenizer, examples, template, batch_size=batch_size, **sampling)
-    refs = [_reference(ex) for ex in examples]
     rl = rouge_l(preds, refs)
     rows = []
     for i, ex in enumerate(examples):

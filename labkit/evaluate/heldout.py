@@ -1,0 +1,165 @@
+"""Notebook 04's steps: find an adapter and its base, load them once, evaluate base vs adapter on held-out data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import LabkitError
+
+HELDOUT_DATASETS = "tasks_test,negatives_test"  # bundled held-out splits (disjoint from the train splits)
+DEFAULT_ADAPTER_DIRS = {"llama": ("linly_lora", "02_linly_lora"), "baichuan": ("baichuan_lora", "03_baichuan_wpack")}
+TRAIN_CONFIG_FILE = "labkit_train.json"  # written by labkit.train next to the adapter
+ADAPTER_PARAMS = {"llama": "llama_adapter", "baichuan": "baichuan_adapter"}
+
+
+def load_heldout(datasets: str = HELDOUT_DATASETS, max_per_dataset: int = 0, seed: int = 42,
+                 dataset_dir: str | Path | None = None) -> list[dict]:
+    """Held-out examples: each dataset capped at `max_per_dataset` (0 = all), a seeded sample, order kept."""
+    import random
+
+    from labkit.data.registry import load_datasets
+
+    names = [n.strip() for n in datasets.split(",") if n.strip()]
+    if not names:
+        raise LabkitError("no held-out dataset named (e.g. eval_datasets='tasks_test,negatives_test')")
+    out: list[dict] = []
+    for name in names:
+        examples, _ = load_datasets(name, dataset_dir=dataset_dir or None, seed=seed, shuffle=False)
+        if max_per_dataset and len(examples) > max_per_dataset:
+            keep = sorted(random.Random(seed).sample(range(len(examples)), max_per_dataset))
+            examples = [examples[i] for i in keep]
+        out += examples
+    return out
+
+
+def adapter_info(adapter_dir: str | Path) -> dict:
+    """The training settings saved next to an adapter (labkit_train.json), or {} when there are none."""
+    p = Path(adapter_dir) / TRAIN_CONFIG_FILE
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def resolve_adapter(arch: str, value: str = "") -> tuple[Path | None, str]:
+    """(adapter folder or None, message): `value`, else <run folder>/<linly_lora|baichuan_lora> of this run."""
+    from labkit.paths import resolve_output
+
+    folder, notebook = DEFAULT_ADAPTER_DIRS[arch]
+    path = resolve_output(value, folder)
+    if (path / "adapter_config.json").is_file():
+        return path, f"{arch}: adapter {path}"
+    what = "no adapter folder" if not path.exists() else "no adapter_config.json"
+    if value:
+        hint = f"check the parameter {ADAPTER_PARAMS[arch]}={value!r}"
+    else:
+        hint = (f"run notebook {notebook} first in this run (labkit run --only {notebook[:2]},04) or set "
+                f"{ADAPTER_PARAMS[arch]}=PATH to an adapter folder")
+    return None, f"{arch}: skipped, {what} at {path}: {hint}"
+
+
+def resolve_base(arch: str, value: str = "", info: dict | None = None) -> str:
+    """The base model folder: `value`, else the adapter's training base, else labkit's tiny model of `arch`."""
+    if value:
+        return value
+    if info and info.get("base_model"):
+        return str(info["base_model"])
+    from labkit.models.tiny import tiny_model_path
+
+    return str(tiny_model_path(arch))
+
+
+def load_with_adapter(base: str, adapter: str | Path | None, precision: str = "fp32") -> tuple[Any, Any]:
+    """(model, tokenizer): the base loaded ONCE at `precision`, the LoRA adapter on top (not merged)."""
+    from labkit.evaluate.generate import prepare_tokenizer
+    from labkit.models import load_model, load_tokenizer
+
+    if not Path(base).is_dir():
+        raise LabkitError(f"base model {base}: no such folder")
+    model = load_model(base, precision=precision)
+    tokenizer = load_tokenizer(base)
+    if adapter is not None:
+        try:
+            from labkit.models.integrity import load_adapter
+        except ImportError:
+            from peft import PeftModel
+
+            def load_adapter(m, p):  # noqa: E306 - fallback while labkit.models.integrity is missing
+                return PeftModel.from_pretrained(m, str(p))
+        model = load_adapter(model, adapter)
+    model.eval()
+    return model, prepare_tokenizer(tokenizer)
+
+
+@dataclasses.dataclass
+class ArchEval:
+    """One architecture's evaluation: where things came from, the loaded model and the comparison."""
+
+    arch: str
+    base: str
+    adapter: str
+    template: str
+    model: Any
+    tokenizer: Any
+    comparison: Any  # labkit.evaluate.metrics.Comparison
+    seconds: float
+
+    def summary(self):
+        return self.comparison.summary()
+
+    def record(self) -> dict:
+        return self.comparison.record()
+
+
+def evaluate_arch(arch: str, base: str = "", adapter: str = "", *, template: str = "",
+                  datasets: str = HELDOUT_DATASETS, max_eval_samples: int = 0, max_new_tokens: int = 32,
+                  precision: str = "fp32", batch_size: int = 16, seed: int = 42, verbose: bool = True,
+                  examples: list[dict] | None = None, **sampling: Any) -> ArchEval | None:
+    """Base vs adapter for one architecture on held-out data; None (and a message) when the adapter is missing.
+
+    `template` "" = the template the adapter was trained with (its labkit_train.json), else alpaca.
+    """
+    from labkit.evaluate.metrics import compare
+
+    if arch not in DEFAULT_ADAPTER_DIRS:
+        raise LabkitError(f"arch {arch!r}: expected llama or baichuan")
+    path, message = resolve_adapter(arch, adapter)
+    if path is None:
+        print(message)
+        return None
+    info = adapter_info(path)
+    base_path = resolve_base(arch, base, info)
+    template = template or info.get("template") or "alpaca"
+    cutoff = max(int(info.get("cutoff_len") or 0), 256)
+    t0 = time.perf_counter()
+    model, tokenizer = load_with_adapter(base_path, path, precision)
+    if examples is None:
+        examples = load_heldout(datasets, max_eval_samples, seed)
+    cmp = compare(model, tokenizer, examples, template, batch_size=batch_size, cutoff_len=cutoff,
+                  max_new_tokens=max_new_tokens, seed=seed, **sampling)
+    seconds = time.perf_counter() - t0
+    if verbose:
+        print(f"{arch}: base {base_path} + adapter {path} (template {template}, {precision}); "
+              f"{len(examples)} held-out examples in {seconds:.1f} s")
+    return ArchEval(arch, base_path, str(path), template, model, tokenizer, cmp, seconds)
+
+
+def records(**evals: ArchEval | None) -> dict:
+    """{arch: {variant: {metric: value}}} for labkit.report.record, skipping architectures not evaluated."""
+    return {arch: ev.record() for arch, ev in evals.items() if ev is not None}
+
+
+def summary_table(**evals: ArchEval | None):
+    """One pandas table: rows = metrics, columns = (arch, base|adapter)."""
+    import pandas as pd
+
+    frames = {arch: ev.summary() for arch, ev in evals.items() if ev is not None}
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, axis=1)
