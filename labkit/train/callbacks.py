@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -119,6 +118,7 @@ def adapter_change(model, before: dict[str, torch.Tensor]) -> dict:
         "unchanged": len(unchanged),
         "max_abs_delta": max(deltas.values(), default=0.0),
         "lora_B_max_abs": max(lora_b, default=0.0),
-        "changed": bool(deltas) and len(unchanged) < len(deltas) and not all(math.isclose(d, 0) for d in lora_b),
+        # B starts at zero: if no B moved, the adapter is still the identity whatever A did
+        "changed": len(unchanged) < len(deltas) and (not lora_b or any(d > 0 for d in lora_b)),
         "unchanged_names": unchanged[:10],
     }

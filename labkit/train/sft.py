@@ -324,7 +324,7 @@ def run_training(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=
     if trainer.is_world_process_zero():
         trainer.save_model(str(out))  # final adapter (best one with load_best_model_at_end)
         trainer.save_state()
-        _verify(out, model)
+        metrics["adapter_check"] = _verify(out)
         cfg.save(out / CONFIG_FILE)
         if cfg.plot_loss:
             import matplotlib.pyplot as plt
@@ -339,15 +339,17 @@ def run_training(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=
                        loss_plot=plot, resumed_from=resume, data_summary=summary)
 
 
-def _verify(out: Path, model) -> None:
+def _verify(out: Path) -> dict:
     """The saved adapter holds A and B for every targeted module (labkit.models.integrity), as safetensors."""
     if not (out / "adapter_model.safetensors").is_file():
         raise LabkitError(f"{out}: adapter_model.safetensors was not written")
     try:
         from labkit.models.integrity import verify_adapter_dir
     except ImportError:
-        return
-    verify_adapter_dir(out, model=model)
+        return {}
+    # against the base config named in adapter_config.json (or the layers in the file); passing the PeftModel
+    # itself would hide its wrapped linears from the check
+    return verify_adapter_dir(out)
 
 
 def _jsonable(obj):
