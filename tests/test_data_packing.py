@@ -149,6 +149,10 @@ def test_padding_collator():
     assert b["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert b["labels"].tolist() == [[-100, 6, 7, -100], [8, -100, -100, -100]]
     assert b["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    class Tok:
+        pad_token_id, eos_token_id = 7, 2
+
+    assert PaddingCollator(Tok()).pad_token_id == 7 and PackedCollator(Tok()).pad_token_id == 7
     left = PaddingCollator(pad_token_id=0, padding_side="left")(feats)
     assert left["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
 

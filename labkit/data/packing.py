@@ -84,6 +84,19 @@ def block_diagonal_mask(position_ids: torch.Tensor, valid: torch.Tensor | None =
     return mask  # (B, 1, T, T)
 
 
+def _pad_id(value) -> int:
+    """An int pad id; a tokenizer passed instead gives its pad id (else eos, else 0)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    for attr in ("pad_token_id", "eos_token_id"):
+        v = getattr(value, attr, None)
+        if isinstance(v, int):
+            return v
+    if value is None:
+        return 0
+    raise LabkitError(f"pad_token_id must be an int (or a tokenizer), got {type(value).__name__}")
+
+
 def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
     return torch.tensor([list(r) + [value] * (length - len(r)) for r in rows], dtype=torch.long)
 
@@ -100,9 +113,12 @@ class PackedCollator:
     Samples are found from position_ids (so Trainer may drop the seq_lens column).
     """
 
-    pad_token_id: int = 0
+    pad_token_id: int = 0  # or a tokenizer (its pad id, else eos id)
     dtype: torch.dtype = torch.float32
     pad_to_multiple_of: int | None = None
+
+    def __post_init__(self):
+        self.pad_token_id = _pad_id(self.pad_token_id)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         T = _target_len(max(len(f["input_ids"]) for f in features), self.pad_to_multiple_of)
@@ -118,9 +134,14 @@ class PackedCollator:
 class PaddingCollator:
     """Batch unpacked samples: right-pad to the longest (or a multiple), labels -100 and attention_mask 0 on padding."""
 
-    pad_token_id: int = 0
+    pad_token_id: int = 0  # or a tokenizer (its pad id, else eos id)
     pad_to_multiple_of: int | None = None
     padding_side: str = "right"
+
+    def __post_init__(self):
+        self.pad_token_id = _pad_id(self.pad_token_id)
+        if self.padding_side not in ("right", "left"):
+            raise LabkitError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         T = _target_len(max(len(f["input_ids"]) for f in features), self.pad_to_multiple_of)

@@ -165,6 +165,12 @@ def load_files(paths, formatting: str | None = None, strict: bool = True, drop_d
     return examples, report
 
 
+def load_file(path, formatting: str | None = None, strict: bool = True, seed: int = 42, **kwargs
+              ) -> tuple[list[dict], ValidationReport]:
+    """One data file (alpaca-lora's --data_path): load_files([path]); `seed` accepted for symmetry."""
+    return load_files([path], formatting=formatting, strict=strict, **kwargs)
+
+
 def dedupe(groups: dict[str, list[dict]], report: ValidationReport, drop: bool = False) -> None:
     """Count examples whose messages repeat an earlier one (across all groups); drop them (as rejected) if asked."""
     seen: dict[str, tuple[str, int]] = {}
