@@ -26,10 +26,12 @@ class TokenizeReport:
     max_len: int = 0
     path: str = ""  # "batched" (fast tokenizer) or "per-text" (slow, e.g. sentencepiece)
     lengths: list[int] = field(default_factory=list, repr=False)  # untruncated, per sample
+    kept_indices: list[int] = field(default_factory=list, repr=False)  # example index of each dataset row
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("lengths")
+        d.pop("kept_indices")
         return d
 
     def summary(self) -> str:
@@ -113,6 +115,7 @@ def encode_examples(examples, tokenizer, template: str | Template, cutoff_len: i
         cols["input_ids"].append(inp)
         cols["labels"].append(lab)
         cols["attention_mask"].append([1] * len(inp))
+        report.kept_indices.append(k)
         report.kept += 1
         report.total_tokens += len(inp)
         report.trainable_tokens += trained
