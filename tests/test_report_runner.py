@@ -65,7 +65,7 @@ def test_manifest_holds_profile_params_git_env_metrics(cli_run):
     assert first["metrics"]["score"] == 10.0 and first["metrics"]["steps"] == 5
     assert first["metrics"]["nested"] == {"llama": {"adapter": {"exact_match": 0.5}, "base": {"exact_match": 0.25}}}
     assert nb["01_second"]["metrics"] == {"value": 1, "steps": 5}
-    assert nb["02_third"]["metrics"] == {"reached": True, "steps": 5}
+    assert nb["02_third"]["metrics"] == {"reached": True, "steps": 5, "leaked": False}
 
 
 def test_kernel_sees_cwd_and_run_dir(cli_run):
@@ -153,6 +153,19 @@ def test_rerun_reports_changed_metrics(tmp_path, monkeypatch, capsys):
     assert run_main(["--rerun", str(first), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "1 metric(s) differ" in out and "01_second.value" in out and "1 -> 2" in out
+
+
+def test_shared_kernel_resets_between_notebooks(tmp_path):
+    result = runner.run(notebooks_dir=FIXTURES, reports_dir=tmp_path / "reports", profiles_dir=ROOT / "profiles",
+                        progress=False, share_kernel=True)
+    assert result.status == "ok" and result.manifest["kernel"] == "shared"
+    nb = result.manifest["notebooks"]
+    assert nb["02_third"]["metrics"] == {"reached": True, "steps": 2, "leaked": False}  # namespace was reset
+    assert nb["01_second"]["metrics"] == {"value": 1, "steps": 2}  # LABKIT_NOTEBOOK followed the notebook
+    for stem in nb:
+        executed = json.loads((result.run_dir / f"{stem}.ipynb").read_text())
+        counts = [c["execution_count"] for c in executed["cells"] if c["cell_type"] == "code"]
+        assert counts == list(range(1, len(counts) + 1)), (stem, counts)
 
 
 def test_compare_ignores_timings_and_fingerprint():

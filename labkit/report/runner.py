@@ -105,13 +105,33 @@ def start_kernel(kernel: str, cwd: Path, **env: str):
     return km
 
 
-def stop_kernel(km: Any) -> None:
+def stop_kernel(km: Any, wait: bool = True) -> None:
+    """Shut a kernel down. `wait=False` only asks (the kernel exits on its own while the next notebook starts);
+    call `finish_kernel` later to reap it."""
     try:
         if km.has_kernel:
+            if not wait:
+                km.request_shutdown()
+                return
             km.shutdown_kernel(now=False)
-    except Exception:  # already dead: make sure nothing is left behind
+    except Exception:  # already dead or unreachable: make sure nothing is left behind
         with contextlib.suppress(Exception):
             km.shutdown_kernel(now=True)
+    _cleanup(km)
+
+
+def finish_kernel(km: Any, waittime: float = 10.0) -> None:
+    """Reap a kernel asked to shut down with `stop_kernel(wait=False)` (killing it after `waittime`)."""
+    with contextlib.suppress(Exception):
+        if km.has_kernel:
+            km.finish_shutdown(waittime=waittime)
+    with contextlib.suppress(Exception):
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    _cleanup(km)
+
+
+def _cleanup(km: Any) -> None:
     with contextlib.suppress(Exception):
         km.cleanup_resources()
     with contextlib.suppress(OSError):
@@ -119,6 +139,35 @@ def stop_kernel(km: Any) -> None:
         for name in os.listdir(folder):
             os.remove(os.path.join(folder, name))
         os.rmdir(folder)
+
+
+# Run in a shared kernel before each notebook: a clean namespace, fresh execution counts, this notebook's name.
+_SHARED_RESET = """\
+import os as _labkit_os, gc as _labkit_gc, sys as _labkit_sys
+_labkit_os.environ["LABKIT_NOTEBOOK"] = {stem!r}
+if "matplotlib.pyplot" in _labkit_sys.modules:
+    _labkit_sys.modules["matplotlib.pyplot"].close("all")
+get_ipython().run_line_magic("reset", "-f")
+__import__("gc").collect()
+get_ipython().execution_count = 1
+"""
+
+
+def prepare_shared_kernel(km: Any, stem: str, timeout: float = 120) -> None:
+    """Make a kernel that ran earlier notebooks ready for `stem`: reset namespace and counters, set its name.
+
+    Imported modules stay loaded, which is the point: torch, transformers, pandas ... are imported once.
+    """
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive(_SHARED_RESET.format(stem=stem), silent=True, store_history=False,
+                                       timeout=timeout)
+        if reply["content"].get("status") != "ok":
+            raise LabkitError(f"could not reset the shared kernel before {stem}: {reply['content'].get('evalue')}")
+    finally:
+        kc.stop_channels()
 
 
 def _now() -> str:
@@ -196,10 +245,12 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
         *, parameters: dict[str, Any] | None = None, notebooks_dir: str | Path | None = None,
         reports_dir: str | Path | None = None, profiles_dir: str | Path | None = None, progress: bool = True,
         log_output: bool = False, echo: Callable[[str], None] | None = None, command: list[str] | None = None,
-        start_timeout: int = 120, rerun_of: str | None = None) -> RunResult:
+        start_timeout: int = 120, rerun_of: str | None = None, share_kernel: bool = False) -> RunResult:
     """Run the selected notebooks in order into a new run folder; never raises for a failing notebook.
 
     `overrides`: `-p` strings (`key=value`) or {key: raw text}; `parameters`: already typed values (rerun).
+    `share_kernel`: one kernel for all notebooks, its namespace reset between them (imports are paid once);
+    the default gives each notebook a fresh kernel.
     Parameter problems raise LabkitError before any kernel starts.
     """
     from labkit import paths
@@ -237,6 +288,7 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
         "duration_s": None,
         "command": command,
         "rerun_of": rerun_of,
+        "kernel": "shared" if share_kernel else "fresh per notebook",
         "git": git_info(nb_dir),
         "environment": fingerprint(probe_quantization=False, torch_details=False),
         "environment_source": "runner (versions only; notebook 00 records the full fingerprint)",
@@ -259,8 +311,12 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     status = "ok"
+    stopping: list[Any] = []
+    shared_km = None
     try:
         for i, path in enumerate(selected, 1):
+            while len(stopping) > 1:  # reap kernels from two notebooks ago: long gone by now
+                finish_kernel(stopping.pop(0))
             stem = path.stem
             info = manifest["notebooks"][stem]
             out_nb = run_dir / path.name
@@ -270,13 +326,21 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
             t_nb = time.perf_counter()
             error = None
             try:
-                km = start_kernel(kernel, nb_dir, LABKIT_RUN_DIR=str(run_dir), LABKIT_NOTEBOOK=stem)
+                if shared_km is None:
+                    km = start_kernel(kernel, nb_dir, LABKIT_RUN_DIR=str(run_dir), LABKIT_NOTEBOOK=stem)
+                    if share_kernel:
+                        shared_km = km
+                else:
+                    km = shared_km
+                    prepare_shared_kernel(km, stem)
                 try:
                     pm.execute_notebook(str(path), str(out_nb), parameters=plan.injected[stem], kernel_name=kernel,
                                         cwd=str(nb_dir), progress_bar=progress, log_output=log_output,
                                         start_timeout=start_timeout, km=km)
                 finally:
-                    stop_kernel(km)
+                    if not share_kernel:
+                        stop_kernel(km, wait=False)  # it exits while the HTML is written and the next kernel starts
+                        stopping.append(km)
             except PapermillExecutionError as err:
                 error = f"{err.ename}: {err.evalue} (cell In [{err.exec_count}])"
             except KeyboardInterrupt:
@@ -316,6 +380,12 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
         status = "interrupted"
         raise
     finally:
+        if shared_km is not None:
+            stop_kernel(shared_km, wait=False)
+            stopping.append(shared_km)
+        for km in stopping:
+            finish_kernel(km)
+        stopping.clear()
         for info in manifest["notebooks"].values():
             if info["status"] == "pending":
                 info["status"] = "skipped"
@@ -356,12 +426,15 @@ def compare_metrics(old: dict[str, Any], new: dict[str, Any], rtol: float = 0.0)
     return diffs
 
 
-def rerun(old_run: str | Path, rtol: float = 0.0, **kwargs: Any) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
-    """Run again with the exact profile, parameters and notebooks of an earlier run; return the metric diffs."""
+def rerun(old_run: str | Path, rtol: float = 0.0, share_kernel: bool | None = None,
+          **kwargs: Any) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
+    """Run again with the exact profile, parameters, notebooks (and kernel mode, unless `share_kernel` is
+    given) of an earlier run; return (result, [(metric, old, new) for every differing metric])."""
     old_dir = Path(old_run)
     old = read_manifest(old_dir)
     stems = list(old["notebooks"])
     kwargs.setdefault("command", None)
+    kwargs["share_kernel"] = (old.get("kernel") == "shared") if share_kernel is None else share_kernel
     result = run(profile=old.get("profile") or "tiny", only=stems, parameters=old.get("parameters") or {},
                  rerun_of=str(old_dir), **kwargs)
     return result, compare_metrics(old, result.manifest, rtol)
