@@ -30,6 +30,8 @@ def _fault(kind: str) -> int | None:
 class NonFiniteLossError(LabkitError):
     """Training stopped on a nan/inf loss; no update from that step reached the weights or a checkpoint."""
 
+    exit_code = 1
+
 
 class LabkitTrainer(Trainer):
     """HF Trainer + label-token counting, a non-finite loss guard and checkpoints with a completion marker."""

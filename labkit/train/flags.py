@@ -58,7 +58,7 @@ def _number(text: str, flag: str) -> float | int:
 
 def _list_spec(text: str) -> str:
     """'[q_proj,v_proj]' / "['q_proj', 'v_proj']" / q_proj,v_proj -> 'q_proj,v_proj'."""
-    inner = text.strip().strip("[]")
+    inner = text.strip().strip("'\"").strip("[]")
     parts = [p.strip().strip("'\"") for p in inner.split(",")]
     return ",".join(p for p in parts if p)
 
@@ -204,6 +204,16 @@ def _build_table() -> dict[str, tuple[Handler, bool]]:
     return table
 
 
+def unknown_flag_message(spelled: str, table) -> str:
+    from labkit.config import closest
+
+    hint = closest(spelled.lstrip("-").replace("-", "_"), table)
+    msg = f"unknown flag {spelled}"
+    if hint:
+        msg += f" (did you mean --{hint}?)"
+    return msg + "; `labkit train --help` lists the flags"
+
+
 def known_flags() -> list[str]:
     return sorted(_build_table())
 
@@ -250,7 +260,7 @@ def parse_train_args(argv: list[str], *, on_gpu: bool | None = None, world_size:
     alpaca_quant_default = family.startswith("alpaca")
     for name, value, spelled in toks:
         if name not in table:
-            raise LabkitError(unknown_key_message(spelled.lstrip("-").split("=")[0], table, what="flag"))
+            raise LabkitError(unknown_flag_message(spelled.split("=")[0], table))
         handler, is_bool = table[name]
         if value is None:
             if not is_bool:

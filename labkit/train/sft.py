@@ -176,7 +176,12 @@ def batching(cfg: TrainConfig, tokenizer, train_ds, eval_ds):
         train_ds = packing.pack_dataset(train_ds, cfg.cutoff_len)
         if eval_ds is not None:
             eval_ds = packing.pack_dataset(eval_ds, cfg.cutoff_len)
-        return train_ds, eval_ds, _make(packing.PackedCollator, tokenizer)
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
+        if dtype == torch.float16 and not on_cuda():
+            dtype = torch.float32
+        return train_ds, eval_ds, packing.PackedCollator(tokenizer, dtype=dtype)
     return train_ds, eval_ds, _make(packing.PaddingCollator, tokenizer)
 
 
