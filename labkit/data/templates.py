@@ -26,6 +26,18 @@ PLACEHOLDERS: dict[str, set[str]] = {
 REQUIRED_FIELDS = ("system", "user", "assistant")
 
 
+@lru_cache(maxsize=256)
+def _parsed(fmt: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    """(literal, field, pattern) triples of a format string; pattern None for a plain {field}."""
+    out = []
+    for literal, fld, spec, conv in string.Formatter().parse(fmt):
+        pattern = None
+        if fld is not None and (spec or conv):
+            pattern = "{" + fld + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        out.append((literal, fld, pattern))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Template:
     """A chat prompt format. Messages: [{"role": "system"|"user"|"assistant", "content": str}, ...]."""
@@ -47,40 +59,64 @@ class Template:
         instruction, inp = content.split("\n", 1)
         return (instruction, inp) if instruction.strip() and inp.strip() else None
 
-    def _user(self, content: str) -> str:
+    @staticmethod
+    def _pieces(fmt: str, values: dict, trainable: bool, constant_values: bool = False) -> list[tuple[str, bool, bool]]:
+        """A format string split into (text, trainable, constant) pieces: literal text, then each value."""
+        out = []
+        for literal, fld, pattern in _parsed(fmt):
+            if literal:
+                out.append((literal, trainable, True))
+            if fld is not None:
+                text = values[fld] if pattern is None else pattern.format(**values)
+                if text:
+                    out.append((text, trainable, constant_values))
+        return out
+
+    def _user_pieces(self, content: str) -> list[tuple[str, bool, bool]]:
         parts = self._split_input(content)
         if parts:
-            return self.user_with_input.format(instruction=parts[0], input=parts[1])
-        return self.user.format(content=content)
+            return self._pieces(self.user_with_input, {"instruction": parts[0], "input": parts[1]}, False)
+        return self._pieces(self.user, {"content": content}, False)
 
-    def _system(self, messages: list[dict]) -> tuple[str, list[dict]]:
+    def _system_pieces(self, messages: list[dict]) -> tuple[list[tuple[str, bool, bool]], list[dict]]:
         if messages and messages[0]["role"] == "system":
-            return self.system.format(system=messages[0]["content"]), messages[1:]
+            return self._pieces(self.system, {"system": messages[0]["content"]}, False), messages[1:]
         first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
         text = self.default_system
         if self.default_system_with_input is not None and self._split_input(first_user):
             text = self.default_system_with_input
-        return (self.system.format(system=text) if text else ""), messages
+        return (self._pieces(self.system, {"system": text}, False, constant_values=True) if text else []), messages
+
+    def render_pieces(self, messages: list[dict]) -> list[tuple[str, bool, bool]]:
+        """[(text, trainable, constant)]: the conversation as template literals (constant) and message contents.
+
+        Joining the texts of consecutive pieces with the same `trainable` gives render_segments().
+        """
+        pieces, turns = self._system_pieces(messages)
+        for i, m in enumerate(turns):
+            if m["role"] == "user":
+                pieces += self._user_pieces(m["content"])
+            elif m["role"] == "assistant":
+                pieces += self._pieces(self.assistant, {"content": m["content"]}, True)
+                if not any(tr for _, tr, _ in pieces[-1:]):  # an empty answer still makes a trainable segment
+                    pieces.append(("", True, True))
+                if i < len(turns) - 1 and self.separator:
+                    pieces.append((self.separator, False, True))
+            else:
+                raise LabkitError(f"template {self.name}: a {m['role']!r} message may only come first")
+        return pieces
 
     def render_segments(self, messages: list[dict]) -> list[tuple[str, bool]]:
         """[(text, trainable)]: assistant turns trainable, everything else not; adjacent pieces merged.
 
         The tokenizer appends EOS after every trainable segment (each assistant turn).
         """
-        head, turns = self._system(messages)
         segs: list[tuple[str, bool]] = []
-        pending = head
-        for i, m in enumerate(turns):
-            if m["role"] == "user":
-                pending += self._user(m["content"])
-            elif m["role"] == "assistant":
-                segs.append((pending, False))
-                segs.append((self.assistant.format(content=m["content"]), True))
-                pending = self.separator if i < len(turns) - 1 else ""
+        for text, trainable, _ in self.render_pieces(messages):
+            if segs and segs[-1][1] == trainable:  # two answers are always apart (a user turn between)
+                segs[-1] = (segs[-1][0] + text, trainable)
             else:
-                raise LabkitError(f"template {self.name}: a {m['role']!r} message may only come first")
-        if pending:
-            segs.append((pending, False))
+                segs.append((text, trainable))
         return [(t, tr) for t, tr in segs if t or tr]
 
     def render_prompt(self, messages: list[dict]) -> str:

@@ -24,7 +24,7 @@ class TokenizeReport:
     total_tokens: int = 0
     trainable_tokens: int = 0
     max_len: int = 0
-    path: str = ""  # "batched" (fast tokenizer) or "per-text" (slow, e.g. sentencepiece)
+    path: str = ""  # "batched" (fast tokenizer), "batched-segments" (fallback) or "per-text" (slow tokenizers)
     lengths: list[int] = field(default_factory=list, repr=False)  # untruncated, per sample
     kept_indices: list[int] = field(default_factory=list, repr=False)  # example index of each dataset row
 
@@ -53,74 +53,200 @@ def special_ids(tokenizer) -> tuple[int | None, int]:
     return bos, eos
 
 
-def _encode_all(texts: list[str], tokenizer, batched: bool) -> list[list[int]]:
-    if batched:
-        out: list[list[int]] = []
-        for i in range(0, len(texts), BATCH_TEXTS):
-            out += tokenizer(texts[i:i + BATCH_TEXTS], add_special_tokens=False)["input_ids"]
-        return out
-    cache: dict[str, list[int]] = {}  # prompts repeat a lot (same instruction); slow tokenizers are slow
-    res = []
-    for t in texts:
-        ids = cache.get(t)
-        if ids is None:
-            ids = tokenizer.encode(t, add_special_tokens=False) if t else []
-            if len(t) < 2048:
-                cache[t] = ids
-        res.append(ids)
-    return res
+def _encode_unique(texts: list[str], tokenizer, mode: str) -> list[list[int]]:
+    """Token ids of each text, no special tokens. mode: "fast" (the Rust backend's encode_batch_fast, no
+    offsets), "call" (batched tokenizer(...) calls) or "single" (one tokenizer.encode per text)."""
+    if mode == "single":
+        return [tokenizer.encode(t, add_special_tokens=False) if t else [] for t in texts]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    fast = getattr(backend, "encode_batch_fast", None) if mode == "fast" else None
+    out: list[list[int]] = []
+    for i in range(0, len(texts), BATCH_TEXTS):
+        chunk = texts[i:i + BATCH_TEXTS]
+        if fast is not None:
+            out += [e.ids for e in fast(chunk, add_special_tokens=False)]
+        else:
+            out += tokenizer(chunk, add_special_tokens=False)["input_ids"] if chunk else []
+    return out
 
 
-def encode_examples(examples, tokenizer, template: str | Template, cutoff_len: int, train_on_inputs: bool = False,
-                    batched: bool | None = None) -> tuple[dict[str, list], TokenizeReport]:
-    """Columns {input_ids, labels, attention_mask} as Python lists, plus the report. See tokenize_examples."""
+class _Table:
+    """Unique texts -> slot; encoded once (templates repeat, instructions often do)."""
+
+    def __init__(self):
+        self.slot: dict[str, int] = {}
+        self.texts: list[str] = []
+
+    def add(self, text: str) -> int:
+        k = self.slot.get(text)
+        if k is None:
+            k = self.slot[text] = len(self.texts)
+            self.texts.append(text)
+        return k
+
+
+def _plan(examples, template: Template, split_pieces: bool):
+    """Per example: [(slots, trainable)] per segment, and the text table. With split_pieces, the template's
+    constant text and each message content are separate entries (constant runs merged), else whole segments."""
+    table = _Table()
+    plans = []
+    for ex in examples:
+        segs: list[tuple[list[int], bool]] = []
+        if split_pieces:
+            run, run_const, run_tr = "", False, None
+            for text, trainable, const in template.render_pieces(ex["messages"]):
+                if run_tr is not None and (trainable != run_tr or not (const and run_const)):
+                    _put(segs, table, run, run_tr)
+                    run = ""
+                if not run:
+                    run_const = const
+                run, run_tr = run + text, trainable
+                run_const = run_const and const
+            if run_tr is not None:
+                _put(segs, table, run, run_tr)
+        else:
+            for text, trainable in template.render_segments(ex["messages"]):
+                segs.append(([table.add(text)], trainable))
+        plans.append(segs)
+    return plans, table
+
+
+def _put(segs, table: _Table, text: str, trainable: bool) -> None:
+    if segs and segs[-1][1] == trainable:
+        segs[-1][0].append(table.add(text))
+    else:
+        segs.append(([table.add(text)], trainable))
+
+
+def _segment_ids(plans, ids) -> list[list[tuple[list[int], bool]]]:
+    out = []
+    for segs in plans:
+        row = []
+        for slots, trainable in segs:
+            if len(slots) == 1:
+                row.append((ids[slots[0]], trainable))
+            else:
+                seg: list[int] = []
+                for k in slots:
+                    seg += ids[k]
+                row.append((seg, trainable))
+        out.append(row)
+    return out
+
+
+VERIFY = 64  # examples on which piecewise encoding must equal whole-segment encoding before it is used
+
+
+def _encode_segments(examples, tokenizer, template: Template, batched: bool):
+    """(plans, ids, path): per example [(text slots, trainable)] per segment, token ids per slot, the path used.
+
+    Fast path: encode the template's constant text and the message contents separately, each unique text
+    once, in batched calls. It is used only when it gives exactly the whole-segment encoding on a sample
+    of examples (true for pre-tokenizers that split at the template's line breaks and punctuation);
+    otherwise each whole segment is encoded (LLaMA-Factory's scheme).
+    """
+    if batched and examples:
+        n = len(examples)
+        probe_idx = sorted(set(range(min(VERIFY // 2, n))) | set(range(0, n, max(1, n // (VERIFY // 2)))))
+        probe = [examples[i] for i in probe_idx]
+        plans_p, table_p = _plan(probe, template, True)
+        plans_w, table_w = _plan(probe, template, False)
+        pieces = _segment_ids(plans_p, _encode_unique(table_p.texts, tokenizer, "fast"))
+        whole = _segment_ids(plans_w, _encode_unique(table_w.texts, tokenizer, "call"))
+        if pieces == whole:
+            plans, table = _plan(examples, template, True)
+            return plans, _encode_unique(table.texts, tokenizer, "fast"), "batched"
+    plans, table = _plan(examples, template, False)
+    return plans, _encode_unique(table.texts, tokenizer, "call" if batched else "single"), (
+        "batched-segments" if batched else "per-text")
+
+
+def _encode_arrays(examples, tokenizer, template: str | Template, cutoff_len: int, train_on_inputs: bool,
+                   batched: bool | None):
+    """Flat numpy arrays: (input_ids, labels, offsets) of the kept samples, and the report (vectorised assembly)."""
+    from itertools import chain
+
+    import numpy as np
+
     if cutoff_len <= 0:
         raise LabkitError(f"cutoff_len must be positive, got {cutoff_len}")
     template = get_template(template)
     batched = bool(getattr(tokenizer, "is_fast", False)) if batched is None else batched
     bos, eos = special_ids(tokenizer)
-    report = TokenizeReport(cutoff_len=cutoff_len, path="batched" if batched else "per-text")
-    texts: list[str] = []
+    examples = list(examples)
+    plans, ids, path = _encode_segments(examples, tokenizer, template, batched)
+    report = TokenizeReport(cutoff_len=cutoff_len, path=path)
+    head, tail = ([bos] if bos is not None else []), [eos]
+    parts: list[list[int]] = []  # every piece of every sample, in order: BOS, segments, EOS after answers
     flags: list[bool] = []
-    bounds: list[int] = [0]
-    for ex in examples:
-        for text, trainable in template.render_segments(ex["messages"]):
-            texts.append(text)
-            flags.append(trainable)
-        bounds.append(len(texts))
-    ids = _encode_all(texts, tokenizer, batched)
-    cols: dict[str, list] = {"input_ids": [], "labels": [], "attention_mask": []}
-    for k in range(len(bounds) - 1):
-        inp: list[int] = [bos] if bos is not None else []
-        lab: list[int] = list(inp) if train_on_inputs else [IGNORE_INDEX] * len(inp)
-        for j in range(bounds[k], bounds[k + 1]):
-            seg = ids[j]
-            inp += seg
-            if flags[j]:
-                inp.append(eos)
-                lab += seg
-                lab.append(eos)
-            else:
-                lab += seg if train_on_inputs else [IGNORE_INDEX] * len(seg)
-        report.samples += 1
-        report.lengths.append(len(inp))
-        if len(inp) > cutoff_len:
-            report.truncated += 1
-            report.tokens_cut += len(inp) - cutoff_len
-            inp, lab = inp[:cutoff_len], lab[:cutoff_len]
-        trained = sum(1 for x in lab if x != IGNORE_INDEX)
-        if not trained:
-            report.dropped_no_target += 1
-            continue
-        cols["input_ids"].append(inp)
-        cols["labels"].append(lab)
-        cols["attention_mask"].append([1] * len(inp))
-        report.kept_indices.append(k)
-        report.kept += 1
-        report.total_tokens += len(inp)
-        report.trainable_tokens += trained
-        report.max_len = max(report.max_len, len(inp))
-    return cols, report
+    part_rows: list[int] = []
+    for k, segs in enumerate(plans):
+        if head:
+            parts.append(head)
+            flags.append(train_on_inputs)
+            part_rows.append(k)
+        for slots, trainable in segs:
+            flag = trainable or train_on_inputs
+            for sl in slots:
+                parts.append(ids[sl])
+                flags.append(flag)
+                part_rows.append(k)
+            if trainable:
+                parts.append(tail)
+                flags.append(True)
+                part_rows.append(k)
+    n = len(plans)
+    part_len = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    total = int(part_len.sum())
+    values = np.fromiter(chain.from_iterable(parts), dtype=np.int64, count=total)  # (N,)
+    trained = np.repeat(np.array(flags, dtype=bool), part_len)  # (N,)
+    tok_row = np.repeat(np.array(part_rows, dtype=np.int64), part_len)  # (N,) sample of each token
+    lengths = np.bincount(tok_row, minlength=n).astype(np.int64)  # (n,) untruncated
+    starts = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        np.cumsum(lengths[:-1], out=starts[1:])
+    pos = np.arange(total, dtype=np.int64) - starts[tok_row]  # (N,) position within its sample
+    keep = pos < cutoff_len
+    n_trained = np.bincount(tok_row[keep & trained], minlength=n)  # (n,)
+    ok = n_trained > 0
+    keep &= ok[tok_row]
+    kept_len = np.minimum(lengths, cutoff_len)[ok]
+    over = lengths > cutoff_len
+    report.samples = n
+    report.lengths = lengths.tolist()
+    report.truncated = int(over.sum())
+    report.tokens_cut = int((lengths - cutoff_len)[over].sum())
+    report.dropped_no_target = int((~ok).sum())
+    report.kept_indices = np.flatnonzero(ok).tolist()
+    report.kept = len(report.kept_indices)
+    report.total_tokens = int(kept_len.sum())
+    report.trainable_tokens = int(n_trained[ok].sum())
+    report.max_len = int(kept_len.max()) if report.kept else 0
+    input_ids = values[keep]
+    labels = np.where(trained, values, IGNORE_INDEX)[keep]
+    offsets = np.zeros(report.kept + 1, dtype=np.int64)
+    np.cumsum(kept_len, out=offsets[1:])
+    return input_ids, labels, offsets, report
+
+
+def encode_examples(examples, tokenizer, template: str | Template, cutoff_len: int, train_on_inputs: bool = False,
+                    batched: bool | None = None) -> tuple[dict[str, list], TokenizeReport]:
+    """Columns {input_ids, labels, attention_mask} as Python lists, plus the report. See tokenize_examples."""
+    import numpy as np
+
+    input_ids, labels, offsets, report = _encode_arrays(examples, tokenizer, template, cutoff_len, train_on_inputs,
+                                                        batched)
+    cuts = offsets[1:-1]
+    ids = [a.tolist() for a in np.split(input_ids, cuts)] if report.kept else []
+    labs = [a.tolist() for a in np.split(labels, cuts)] if report.kept else []
+    return {"input_ids": ids, "labels": labs, "attention_mask": [[1] * len(x) for x in ids]}, report
+
+
+def _list_column(values, offsets):
+    """A list<int64> Arrow column from flat values and row offsets (no per-row Python work)."""
+    import pyarrow as pa
+
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(pa.list_(pa.int64()))
 
 
 def tokenize_examples(examples, tokenizer, template: str | Template, cutoff_len: int, train_on_inputs: bool = False,
@@ -134,9 +260,17 @@ def tokenize_examples(examples, tokenizer, template: str | Template, cutoff_len:
     """
     import datasets
 
-    cols, report = encode_examples(examples, tokenizer, template, cutoff_len, train_on_inputs, batched)
-    features = datasets.Features({k: datasets.Sequence(datasets.Value("int64")) for k in cols})
-    return datasets.Dataset.from_dict(cols, features=features), report
+    import numpy as np
+    import pyarrow as pa
+
+    input_ids, labels, offsets, report = _encode_arrays(examples, tokenizer, template, cutoff_len, train_on_inputs,
+                                                        batched)
+    table = pa.table({"input_ids": _list_column(input_ids, offsets), "labels": _list_column(labels, offsets),
+                      "attention_mask": _list_column(np.ones_like(input_ids), offsets)})
+    from datasets.fingerprint import generate_random_fingerprint
+
+    # a random fingerprint: hashing the whole table would cost as much as building it
+    return datasets.Dataset(datasets.table.InMemoryTable(table), fingerprint=generate_random_fingerprint()), report
 
 
 def quick_bpe_tokenizer(texts, vocab_size: int = 1000):
