@@ -69,10 +69,12 @@ def build_explorer(maps, layer: int = 0, head: int = 0, token: int | None = None
     return box
 
 
-def show_explorer(maps, layer: int = 0, head: int = 0, token: int | None = None, mode: str = "auto"):
+def show_explorer(maps, layer: int = 0, head: int = 0, token: int | None = None, mode: str = "auto",
+                  max_static: int = 2):
     """Display the explorer: a live widget in JupyterLab, static figures in a headless report.
 
-    mode: "auto" (static under `labkit run`), "widget" or "static". Returns the widget or the list of figures.
+    mode: "auto" (static under `labkit run`), "widget" or "static". The static view shows the first
+    `max_static` maps. Returns the widget or the list of figures.
     """
     from IPython.display import Markdown, display
 
@@ -86,7 +88,7 @@ def show_explorer(maps, layer: int = 0, head: int = 0, token: int | None = None,
     display(Markdown("*Static view (headless run): open this notebook in JupyterLab (`make lab`) for the "
                      "interactive explorer with layer, head and token controls.*"))
     figs = []
-    for name, m in _as_dict(maps).items():
+    for name, m in list(_as_dict(maps).items())[:max_static]:
         lay = layer if layer in m.layers else m.layers[0]
         hd = head if head in m.heads else m.heads[0]
         tok = token if token is not None else len(m.tokens) - 1

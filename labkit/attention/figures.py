@@ -15,6 +15,19 @@ from labkit.fonts import setup_cjk_font
 # Figures are built with matplotlib.figure.Figure (not pyplot): no global state, shown once by Jupyter.
 
 
+def _register_ipython_png() -> None:
+    """Let Jupyter show a bare Figure as a PNG (pyplot's inline backend only does this once pyplot is imported)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    ip = get_ipython()
+    if ip is not None and hasattr(ip, "display_formatter"):
+        ip.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: to_png(fig, dpi=100))
+
+
+
+
 def _np(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -28,11 +41,28 @@ def derivation_figure(d) -> Figure:
     for ax, name in zip(axes, names):
         m = _np(getattr(d, name))
         sns.heatmap(m, ax=ax, cbar=False, annot=m.shape[0] * m.shape[1] <= 36, fmt=".1f", annot_kws={"size": 6},
-                    cmap="rocket" if name == "A_prime" else "vlag", center=None if name == "A_prime" else 0,
+                    cmap="rocket_r" if name == "A_prime" else "vlag", center=None if name == "A_prime" else 0,
                     xticklabels=[f"t{j + 1}" for j in range(m.shape[1])], yticklabels=False, square=True)
         ax.set_title(f"{name.replace('_prime', '′')} {tuple(m.shape)}", fontsize=9)
     fig.suptitle(r"columns are tokens: Q=Wq·I, K=Wk·I, V=Wv·I, A=$K^{T}$·Q, A′=softmax per column, O=V·A′", fontsize=9)
     return fig
+
+
+def _token_map(ax, m: np.ndarray, tokens: list[str], *, cmap: str, vmin: float, vmax: float, cbar: bool) -> None:
+    """A matrix with one tick label per token (imshow: much faster than seaborn's label-overlap checks)."""
+    image = ax.imshow(m, cmap=sns.color_palette(cmap, as_cmap=True), vmin=vmin, vmax=vmax,
+                      interpolation="nearest", aspect="equal")
+    box = ax.get_position()  # figure fraction; one label per cell, so the font follows the cell size
+    fig_w, fig_h = ax.figure.get_size_inches()
+    cell_pt = 72 * min(box.width * fig_w / max(m.shape[1], 1), box.height * fig_h / max(m.shape[0], 1))
+    size = max(4.0, min(9.0, 0.8 * cell_pt))
+    ax.set_xticks(range(m.shape[1]), tokens, rotation=90, fontsize=size)
+    ax.set_yticks(range(m.shape[0]), tokens, fontsize=size)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if cbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
 
 
 def head_heatmap(weights, tokens: list[str], *, ax=None, title: str | None = None, highlight: int | None = None,
@@ -43,21 +73,18 @@ def head_heatmap(weights, tokens: list[str], *, ax=None, title: str | None = Non
     m = _np(weights)
     if layout == "derivation":
         m = m.T
-    fig = ax.figure if ax is not None else Figure(figsize=(1.2 + 0.32 * len(tokens), 0.9 + 0.3 * len(tokens)),
-                                                  layout="constrained")
+    side = min(12.0, 1.5 + 0.26 * len(tokens))
+    fig = ax.figure if ax is not None else Figure(figsize=(side + 1.0, side))  # saved with bbox_inches="tight"
     ax = ax if ax is not None else fig.subplots()
-    sns.heatmap(m, ax=ax, vmin=0, vmax=max(float(m.max()), 1e-9), cmap="rocket_r", square=True, cbar=cbar,
-                xticklabels=tokens, yticklabels=tokens, linewidths=0)
-    ax.tick_params(axis="x", labelrotation=90, labelsize=8)
-    ax.tick_params(axis="y", labelrotation=0, labelsize=8)
+    _token_map(ax, m, tokens, cmap="rocket_r", vmin=0.0, vmax=max(float(m.max()), 1e-9), cbar=cbar)
     rows, cols = ("query (attending)", "key (attended to)") if layout == "model" else ("key", "query (column)")
     ax.set_ylabel(rows)
     ax.set_xlabel(cols)
     if highlight is not None:
         if layout == "model":
-            ax.add_patch(Rectangle((0, highlight), m.shape[1], 1, fill=False, edgecolor="#1f77b4", lw=2))
+            ax.add_patch(Rectangle((-0.5, highlight - 0.5), m.shape[1], 1, fill=False, edgecolor="#1f77b4", lw=2))
         else:
-            ax.add_patch(Rectangle((highlight, 0), 1, m.shape[0], fill=False, edgecolor="#1f77b4", lw=2))
+            ax.add_patch(Rectangle((highlight - 0.5, -0.5), 1, m.shape[0], fill=False, edgecolor="#1f77b4", lw=2))
     if title:
         ax.set_title(title, fontsize=10)
     return fig
@@ -68,7 +95,8 @@ def layer_head_grid(maps, *, title: str | None = None, max_heads: int = 16) -> F
     setup_cjk_font()
     w = _np(maps.weights)  # (L, H, S, S)
     n_l, n_h = w.shape[0], min(w.shape[1], max_heads)
-    fig = Figure(figsize=(1.6 * n_h + 0.6, 1.6 * n_l + 0.6), layout="constrained")
+    cell = min(1.6, 14.0 / max(n_l, n_h))  # inches per small map; a 32 x 16 grid stays on a page
+    fig = Figure(figsize=(cell * n_h + 0.6, cell * n_l + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(n_l, n_h, squeeze=False))
     for i in range(n_l):
         for j in range(n_h):
@@ -106,16 +134,14 @@ def difference_figure(adapter_maps, base_maps, layer: int, head: int, *, title: 
     a, b = adapter_maps.head(layer, head), base_maps.head(layer, head)
     tokens = base_maps.tokens
     n = len(tokens)
-    fig = Figure(figsize=(3 * (1.2 + 0.3 * n), 1.2 + 0.3 * n), layout="constrained")
-    axes = fig.subplots(1, 3)
+    side = min(9.0, 1.5 + 0.2 * n)
+    fig = Figure(figsize=(3 * side + 1, side))
+    axes = fig.subplots(1, 3, gridspec_kw={"wspace": 0.45})
     head_heatmap(b, tokens, ax=axes[0], title="base", cbar=False)
     head_heatmap(a, tokens, ax=axes[1], title="adapter", cbar=False)
     d = _np(a - b)
     lim = max(float(np.abs(d).max()), 1e-9)
-    sns.heatmap(d, ax=axes[2], cmap="vlag", center=0, vmin=-lim, vmax=lim, square=True,
-                xticklabels=tokens, yticklabels=tokens)
-    axes[2].tick_params(axis="x", labelrotation=90, labelsize=8)
-    axes[2].tick_params(axis="y", labelrotation=0, labelsize=8)
+    _token_map(axes[2], d, tokens, cmap="vlag", vmin=-lim, vmax=lim, cbar=True)
     axes[2].set_title(f"adapter − base (max |Δ| {lim:.3f})", fontsize=10)
     fig.suptitle(title or f"layer {layer}, head {head}", fontsize=10)
     return fig
@@ -138,13 +164,15 @@ def explorer_figure(maps, layer: int, head: int, token: int, *, title: str = "")
     w = maps.head(layer, head)
     tokens = maps.tokens
     n = len(tokens)
-    fig = Figure(figsize=(2.5 + 0.55 * n, 1.4 + 0.3 * n), layout="constrained")
-    ax_map, ax_bar = fig.subplots(1, 2, width_ratios=[1.1, 1])
+    side = min(9.0, 2.0 + 0.2 * n)
+    fig = Figure(figsize=(2 * side, side))
+    ax_map, ax_bar = fig.subplots(1, 2, width_ratios=[1.1, 1], gridspec_kw={"wspace": 0.25})
     head_heatmap(w, tokens, ax=ax_map, highlight=token, cbar=False, title=f"layer {layer}, head {head}")
     row = _np(w[token])
     ax_bar.bar(range(n), row, color=["#1f77b4" if k <= token else "#cccccc" for k in range(n)])
     ax_bar.set_xticks(range(n), tokens, rotation=90, fontsize=8)
-    ax_bar.set_ylim(0, 1)
+    ax_bar.set_ylim(0, min(1.0, 1.15 * float(row.max()) + 1e-3))
+    ax_bar.set_box_aspect(0.6)
     ax_bar.set_ylabel("attention weight")
     ax_bar.set_title(f"query {token} “{tokens[token]}” attends to", fontsize=10)
     if title:
@@ -155,5 +183,8 @@ def explorer_figure(maps, layer: int, head: int, token: int, *, title: str = "")
 def to_png(fig: Figure, dpi: int = 90) -> bytes:
     """PNG bytes of a figure (for the explorer's Image widget)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
+
+
+_register_ipython_png()

@@ -1,0 +1,89 @@
+"""notebooks/05_attention.ipynb: conventions, and a kernel-executed run with adapters that records max_abs_diff."""
+
+import ast
+import json
+
+import nbformat
+import pytest
+
+from labkit.paths import notebooks_dir
+
+NB = notebooks_dir() / "05_attention.ipynb"
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return nbformat.read(NB, as_version=4)
+
+
+def test_metadata_and_layout(nb):
+    assert nb.metadata["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}
+    assert nb.metadata["language_info"] == {"name": "python"}
+    first, imports, params = nb.cells[:3]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert imports.cell_type == "code" and all(
+        line.startswith(("import ", "from ")) or not line.strip() for line in imports.source.splitlines())
+    assert params.metadata.get("tags") == ["parameters"]
+    nbformat.validate(nb)
+
+
+def test_parameters_are_typed_literals_with_help(nb):
+    params = nb.cells[2].source.splitlines()
+    names = []
+    for line in params:
+        tree = ast.parse(line)
+        stmt = tree.body[0]
+        assert isinstance(stmt, ast.AnnAssign), line
+        ast.literal_eval(stmt.value)
+        assert stmt.annotation.id in ("str", "int", "float", "bool"), line
+        assert "  # " in line and line.split("  # ", 1)[1].strip(), f"no help comment: {line}"
+        names.append(stmt.target.id)
+    for expected in ("llama_model", "baichuan_model", "llama_adapter", "baichuan_adapter", "prompt_zh", "prompt_en",
+                     "attn_layer", "attn_head", "max_tokens", "memory_budget_gib"):
+        assert expected in names
+
+
+def test_committed_clean(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+            tree = ast.parse(cell.source)
+            assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))
+
+
+def _save_random_adapter(arch, targets, out):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from labkit.models import load_model
+    from labkit.models.tiny import tiny_model_path
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(tiny_model_path(arch)),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False))
+    model.save_pretrained(out)
+
+
+@pytest.mark.slow
+def test_notebook_runs_and_records(tmp_path, monkeypatch):
+    import papermill
+
+    _save_random_adapter("llama", ["q_proj", "k_proj", "v_proj", "o_proj"], tmp_path / "linly_lora")
+    _save_random_adapter("baichuan", ["W_pack"], tmp_path / "baichuan_lora")
+    monkeypatch.setenv("LABKIT_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("LABKIT_NOTEBOOK", "05_attention")
+    out = tmp_path / "05_attention.ipynb"
+    papermill.execute_notebook(str(NB), str(out), cwd=str(notebooks_dir()), kernel_name="python3",
+                               progress_bar=False, parameters={"max_tokens": 48})
+    metrics = json.loads((tmp_path / "metrics" / "05_attention.json").read_text())
+    for arch in ("llama", "baichuan"):
+        assert 0 <= metrics[arch]["max_abs_diff"] < 1e-5
+        assert metrics[arch]["max_abs_diff_layer_out"] < 1e-5
+        assert metrics[arch]["adapter"] is True
+    done = nbformat.read(out, as_version=4)
+    images = [o for c in done.cells if c.cell_type == "code" for o in c.outputs
+              if o.get("data", {}).get("image/png")]
+    assert len(images) >= 8
+    widgets = [o for c in done.cells if c.cell_type == "code" for o in c.outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets == []  # headless: static figures instead of an empty widget
