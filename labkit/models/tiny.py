@@ -41,7 +41,7 @@ ARCHS = ("llama", "baichuan")
 MARKER = "labkit_tiny.json"
 
 RECIPE: dict = {
-    "tokenizer": {"vocab_size": 4096, "min_frequency": 2, "model_max_length": 512},
+    "tokenizer": {"vocab_size": 4096, "min_frequency": 1, "model_max_length": 512},
     "model": {
         "hidden_size": 128,
         "intermediate_size": 512,
