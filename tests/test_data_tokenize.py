@@ -133,3 +133,33 @@ def test_tokenizer_without_eos(bpe, examples):
         tokenize_examples(examples[:2], tok, "alpaca", cutoff_len=64)
     with pytest.raises(LabkitError):
         tokenize_examples(examples[:2], bpe, "alpaca", cutoff_len=0)
+
+
+def test_fast_path_falls_back_when_pieces_differ(bpe, examples):
+    """A literal ending in a space before the content (" Reverse" vs " " + "Reverse"): pieces != whole -> whole segments."""
+    from labkit.data.templates import Template
+    from labkit.data.tokenize import encode_examples
+
+    glued = Template(name="glued", system="{system}", user="Q: {content}\nA:", assistant="{content}")
+    single = [e for e in examples if len(e["messages"]) == 2][:40]
+    cols, rep = encode_examples(single, bpe, glued, cutoff_len=512)
+    assert rep.path == "batched-segments"
+    ref, rep_ref = encode_examples(single, bpe, glued, cutoff_len=512, batched=False)
+    assert cols == ref and rep_ref.path == "per-text"
+    for ex, ids in zip(single, cols["input_ids"]):
+        prompt = glued.render_prompt(ex["messages"][:1])
+        assert ids[: len(bpe(prompt, add_special_tokens=False)["input_ids"])] == bpe(
+            prompt, add_special_tokens=False)["input_ids"]
+    fast, rep_fast = encode_examples(single, bpe, "alpaca", cutoff_len=512)
+    slow, _ = encode_examples(single, bpe, "alpaca", cutoff_len=512, batched=False)
+    assert rep_fast.path == "batched" and fast == slow
+
+
+def test_chunked_assembly_matches(bpe, examples, monkeypatch):
+    from labkit.data import tokenize as T
+
+    whole, rep = T.encode_examples(examples, bpe, "alpaca", cutoff_len=70)
+    monkeypatch.setattr(T, "CHUNK_EXAMPLES", 97)
+    chunked, rep_c = T.encode_examples(examples, bpe, "alpaca", cutoff_len=70)
+    assert whole == chunked and rep.to_dict() == rep_c.to_dict() and rep.kept_indices == rep_c.kept_indices
+    assert T.encode_examples([], bpe, "alpaca", cutoff_len=8)[1].samples == 0

@@ -85,87 +85,112 @@ class _Table:
         return k
 
 
-def _plan(examples, template: Template, split_pieces: bool):
-    """Per example: [(slots, trainable)] per segment, and the text table. With split_pieces, the template's
-    constant text and each message content are separate entries (constant runs merged), else whole segments."""
-    table = _Table()
-    plans = []
-    for ex in examples:
-        segs: list[tuple[list[int], bool]] = []
+EOS_SLOT, BOS_SLOT = -1, -2  # placeholders in a plan, resolved when the ids are known
+
+
+class _Plan:
+    """Every sample as a flat list of parts: a text slot (or BOS/EOS), whether it is trained, its sample."""
+
+    def __init__(self):
+        self.table = _Table()
+        self.slots: list[int] = []
+        self.flags: list[bool] = []
+        self.rows: list[int] = []
+
+
+def _plan(examples, template: Template, split_pieces: bool, bos: bool) -> _Plan:
+    """Parts of all samples. split_pieces: the template's constant text and each message content are separate
+    texts (constant runs merged); otherwise whole segments (LLaMA-Factory's scheme). EOS after each answer."""
+    plan = _Plan()
+    add, slots, flags, rows = plan.table.add, plan.slots, plan.flags, plan.rows
+    for k, ex in enumerate(examples):
+        if bos:
+            slots.append(BOS_SLOT)
+            flags.append(False)
+            rows.append(k)
         if split_pieces:
-            run, run_const, run_tr = "", False, None
-            for text, trainable, const in template.render_pieces(ex["messages"]):
-                if run_tr is not None and (trainable != run_tr or not (const and run_const)):
-                    _put(segs, table, run, run_tr)
-                    run = ""
-                if not run:
-                    run_const = const
-                run, run_tr = run + text, trainable
-                run_const = run_const and const
-            if run_tr is not None:
-                _put(segs, table, run, run_tr)
+            pieces = template.render_pieces(ex["messages"])
         else:
-            for text, trainable in template.render_segments(ex["messages"]):
-                segs.append(([table.add(text)], trainable))
-        plans.append(segs)
-    return plans, table
+            pieces = [(t, tr, False) for t, tr in template.render_segments(ex["messages"])]
+        run, run_tr, run_const = "", None, False
+        for text, trainable, const in pieces + [("", None, False)]:  # sentinel flushes the last run
+            if run_tr is not None and (trainable != run_tr or not (const and run_const) or not split_pieces):
+                slots.append(add(run))
+                flags.append(run_tr)
+                rows.append(k)
+                if run_tr and trainable is not True:
+                    slots.append(EOS_SLOT)
+                    flags.append(True)
+                    rows.append(k)
+                run, run_tr = "", None
+            if trainable is None:
+                break
+            run_const = const if run_tr is None else (run_const and const)
+            run, run_tr = run + text, trainable
+    return plan
 
 
-def _put(segs, table: _Table, text: str, trainable: bool) -> None:
-    if segs and segs[-1][1] == trainable:
-        segs[-1][0].append(table.add(text))
-    else:
-        segs.append(([table.add(text)], trainable))
+def _assemble(plan: _Plan, ids: list[list[int]], bos: int | None, eos: int):
+    """(values, trained, tok_row) flat over all tokens of all samples: a vectorised gather of the slots' ids."""
+    from itertools import chain
 
+    import numpy as np
 
-def _segment_ids(plans, ids) -> list[list[tuple[list[int], bool]]]:
-    out = []
-    for segs in plans:
-        row = []
-        for slots, trainable in segs:
-            if len(slots) == 1:
-                row.append((ids[slots[0]], trainable))
-            else:
-                seg: list[int] = []
-                for k in slots:
-                    seg += ids[k]
-                row.append((seg, trainable))
-        out.append(row)
-    return out
+    ids = list(ids) + [[eos], [bos] if bos is not None else []]
+    ulen = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    ustart = np.zeros(len(ids), dtype=np.int64)
+    np.cumsum(ulen[:-1], out=ustart[1:])
+    uvals = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(ulen.sum()))
+    s = np.array(plan.slots, dtype=np.int64)
+    s = np.where(s == EOS_SLOT, len(ids) - 2, np.where(s == BOS_SLOT, len(ids) - 1, s))
+    plen = ulen[s]  # (P,) tokens per part
+    total = int(plen.sum())
+    pstart = np.zeros(len(s), dtype=np.int64)
+    np.cumsum(plen[:-1], out=pstart[1:])
+    idx = np.arange(total, dtype=np.int64) + np.repeat(ustart[s] - pstart, plen)  # (N,)
+    values = uvals[idx]  # (N,)
+    trained = np.repeat(np.array(plan.flags, dtype=bool), plen)  # (N,)
+    tok_row = np.repeat(np.array(plan.rows, dtype=np.int64), plen)  # (N,)
+    return values, trained, tok_row
 
 
 VERIFY = 64  # examples on which piecewise encoding must equal whole-segment encoding before it is used
 
 
-def _encode_segments(examples, tokenizer, template: Template, batched: bool):
-    """(plans, ids, path): per example [(text slots, trainable)] per segment, token ids per slot, the path used.
+def _encode_flat(examples, tokenizer, template: Template, batched: bool, bos: int | None, eos: int,
+                 path: str | None = None):
+    """(values, trained, tok_row, path) over all tokens of all samples.
 
     Fast path: encode the template's constant text and the message contents separately, each unique text
     once, in batched calls. It is used only when it gives exactly the whole-segment encoding on a sample
     of examples (true for pre-tokenizers that split at the template's line breaks and punctuation);
-    otherwise each whole segment is encoded (LLaMA-Factory's scheme).
+    otherwise each whole segment is encoded (LLaMA-Factory's scheme). `path` skips the decision.
     """
-    if batched and examples:
-        n = len(examples)
-        probe_idx = sorted(set(range(min(VERIFY // 2, n))) | set(range(0, n, max(1, n // (VERIFY // 2)))))
-        probe = [examples[i] for i in probe_idx]
-        plans_p, table_p = _plan(probe, template, True)
-        plans_w, table_w = _plan(probe, template, False)
-        pieces = _segment_ids(plans_p, _encode_unique(table_p.texts, tokenizer, "fast"))
-        whole = _segment_ids(plans_w, _encode_unique(table_w.texts, tokenizer, "call"))
-        if pieces == whole:
-            plans, table = _plan(examples, template, True)
-            return plans, _encode_unique(table.texts, tokenizer, "fast"), "batched"
-    plans, table = _plan(examples, template, False)
-    return plans, _encode_unique(table.texts, tokenizer, "call" if batched else "single"), (
-        "batched-segments" if batched else "per-text")
+    import numpy as np
+
+    has_bos = bos is not None
+    if path is None:
+        path = "batched-segments" if batched else "per-text"
+        if batched and examples:
+            n = len(examples)
+            probe = [examples[i] for i in sorted(set(range(min(VERIFY // 2, n))) |
+                                                 set(range(0, n, max(1, n // (VERIFY // 2)))))]
+            pp, pw = _plan(probe, template, True, has_bos), _plan(probe, template, False, has_bos)
+            a = _assemble(pp, _encode_unique(pp.table.texts, tokenizer, "fast"), bos, eos)
+            b = _assemble(pw, _encode_unique(pw.table.texts, tokenizer, "call"), bos, eos)
+            if all(np.array_equal(x, y) for x, y in zip(a, b)):
+                path = "batched"
+    plan = _plan(examples, template, path == "batched", has_bos)
+    mode = {"batched": "fast", "batched-segments": "call", "per-text": "single"}[path]
+    return (*_assemble(plan, _encode_unique(plan.table.texts, tokenizer, mode), bos, eos), path)
+
+
+CHUNK_EXAMPLES = 8192  # examples assembled at a time (bounds the temporary arrays)
 
 
 def _encode_arrays(examples, tokenizer, template: str | Template, cutoff_len: int, train_on_inputs: bool,
                    batched: bool | None):
     """Flat numpy arrays: (input_ids, labels, offsets) of the kept samples, and the report (vectorised assembly)."""
-    from itertools import chain
-
     import numpy as np
 
     if cutoff_len <= 0:
@@ -174,56 +199,47 @@ def _encode_arrays(examples, tokenizer, template: str | Template, cutoff_len: in
     batched = bool(getattr(tokenizer, "is_fast", False)) if batched is None else batched
     bos, eos = special_ids(tokenizer)
     examples = list(examples)
-    plans, ids, path = _encode_segments(examples, tokenizer, template, batched)
+    path = None
+    ids_parts, lab_parts, len_parts, kept_parts = [], [], [], []
+    stats = {"lengths": [], "trained": [], "ok": []}
+    for c0 in range(0, max(len(examples), 1), CHUNK_EXAMPLES):
+        chunk = examples[c0:c0 + CHUNK_EXAMPLES]
+        values, trained, tok_row, path = _encode_flat(chunk, tokenizer, template, batched, bos, eos, path)
+        n = len(chunk)
+        lengths = np.bincount(tok_row, minlength=n).astype(np.int64)  # (n,) untruncated
+        starts = np.zeros(n, dtype=np.int64)
+        if n > 1:
+            np.cumsum(lengths[:-1], out=starts[1:])
+        keep = (np.arange(len(values), dtype=np.int64) - starts[tok_row]) < cutoff_len  # position < cutoff
+        n_trained = np.bincount(tok_row[keep & trained], minlength=n)  # (n,) answer tokens left after the cut
+        ok = n_trained > 0 if not train_on_inputs else lengths > 0
+        keep &= ok[tok_row]
+        ids_parts.append(values[keep])
+        lab_parts.append((values if train_on_inputs else np.where(trained, values, IGNORE_INDEX))[keep])
+        del values, trained, tok_row, keep
+        len_parts.append(np.minimum(lengths, cutoff_len)[ok])
+        kept_parts.append(np.flatnonzero(ok) + c0)
+        stats["lengths"].append(lengths)
+        stats["trained"].append(n_trained[ok])
+        stats["ok"].append(ok)
+    lengths = np.concatenate(stats["lengths"]) if examples else np.zeros(0, dtype=np.int64)
+    ok = np.concatenate(stats["ok"]) if examples else np.zeros(0, dtype=bool)
+    kept_len = np.concatenate(len_parts) if examples else np.zeros(0, dtype=np.int64)
     report = TokenizeReport(cutoff_len=cutoff_len, path=path)
-    head, tail = ([bos] if bos is not None else []), [eos]
-    parts: list[list[int]] = []  # every piece of every sample, in order: BOS, segments, EOS after answers
-    flags: list[bool] = []
-    part_rows: list[int] = []
-    for k, segs in enumerate(plans):
-        if head:
-            parts.append(head)
-            flags.append(train_on_inputs)
-            part_rows.append(k)
-        for slots, trainable in segs:
-            flag = trainable or train_on_inputs
-            for sl in slots:
-                parts.append(ids[sl])
-                flags.append(flag)
-                part_rows.append(k)
-            if trainable:
-                parts.append(tail)
-                flags.append(True)
-                part_rows.append(k)
-    n = len(plans)
-    part_len = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
-    total = int(part_len.sum())
-    values = np.fromiter(chain.from_iterable(parts), dtype=np.int64, count=total)  # (N,)
-    trained = np.repeat(np.array(flags, dtype=bool), part_len)  # (N,)
-    tok_row = np.repeat(np.array(part_rows, dtype=np.int64), part_len)  # (N,) sample of each token
-    lengths = np.bincount(tok_row, minlength=n).astype(np.int64)  # (n,) untruncated
-    starts = np.zeros(n, dtype=np.int64)
-    if n > 1:
-        np.cumsum(lengths[:-1], out=starts[1:])
-    pos = np.arange(total, dtype=np.int64) - starts[tok_row]  # (N,) position within its sample
-    keep = pos < cutoff_len
-    n_trained = np.bincount(tok_row[keep & trained], minlength=n)  # (n,)
-    ok = n_trained > 0
-    keep &= ok[tok_row]
-    kept_len = np.minimum(lengths, cutoff_len)[ok]
     over = lengths > cutoff_len
-    report.samples = n
+    report.samples = len(examples)
     report.lengths = lengths.tolist()
     report.truncated = int(over.sum())
     report.tokens_cut = int((lengths - cutoff_len)[over].sum())
     report.dropped_no_target = int((~ok).sum())
-    report.kept_indices = np.flatnonzero(ok).tolist()
+    report.kept_indices = np.concatenate(kept_parts).tolist() if examples else []
     report.kept = len(report.kept_indices)
     report.total_tokens = int(kept_len.sum())
-    report.trainable_tokens = int(n_trained[ok].sum())
+    report.trainable_tokens = (report.total_tokens if train_on_inputs else
+                               int(sum(int(t.sum()) for t in stats["trained"])))
     report.max_len = int(kept_len.max()) if report.kept else 0
-    input_ids = values[keep]
-    labels = np.where(trained, values, IGNORE_INDEX)[keep]
+    input_ids = np.concatenate(ids_parts) if examples else np.zeros(0, dtype=np.int64)
+    labels = np.concatenate(lab_parts) if examples else np.zeros(0, dtype=np.int64)
     offsets = np.zeros(report.kept + 1, dtype=np.int64)
     np.cumsum(kept_len, out=offsets[1:])
     return input_ids, labels, offsets, report
