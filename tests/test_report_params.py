@@ -66,7 +66,7 @@ def test_plan_types_and_global_names():
     assert isinstance(plan.final["scale"], float)
     # a name applies to every notebook declaring it, and only to those
     assert plan.injected["00_first"]["steps"] == 5 and plan.injected["01_second"] == {"steps": 5}
-    assert plan.effective["01_second"] == {"steps": 5, "fail": False}
+    assert plan.effective["01_second"] == {"steps": 5, "fail": False, "sleep_s": 0.0}
 
 
 def test_unknown_name_lists_valid_names_and_suggests():

@@ -4,8 +4,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,32 @@ def test_environment_notebook_acceptance(tmp_path):
     html = (result.run_dir / "00_environment.html").read_text()
     assert not REMOTE.search(html)
     assert "Traceback" not in html and "pins match" in html
+
+
+def test_sigterm_marks_run_interrupted_and_stops_the_kernel(tmp_path):
+    reports = tmp_path / "reports"
+    code = ("import sys\nfrom labkit.report.runner import run\n"
+            f"run(only='01', overrides=['sleep_s=120'], notebooks_dir={str(FIXTURES)!r}, reports_dir={str(reports)!r}, "
+            f"profiles_dir={str(ROOT / 'profiles')!r}, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        metrics = None
+        while time.time() < deadline:
+            found = list(reports.glob("*/metrics/01_second.json"))
+            if found and "pid" in json.loads(found[0].read_text() or "{}"):
+                metrics = json.loads(found[0].read_text())
+                break
+            time.sleep(0.2)
+        assert metrics, "the notebook never reached its sleep"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    m = json.loads(next(reports.glob("*/manifest.json")).read_text())
+    assert m["status"] == "interrupted" and m["notebooks"]["01_second"]["status"] == "interrupted"
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(metrics["pid"], 0)  # the kernel is gone, not orphaned

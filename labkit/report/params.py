@@ -320,6 +320,8 @@ def describe(specs: Mapping[str, Mapping[str, ParamSpec]]) -> str:
     lines = [f"{'name':<{width}}  {'type':<12} {'default':<20} notebooks  help"]
     for name in sorted(rows):
         tname, default, nbs, help_ = rows[name]
-        lines.append(f"{name:<{width}}  {tname:<12} {json.dumps(default, ensure_ascii=False):<20} "
+        shown = json.dumps(default, ensure_ascii=False)
+        shown = shown if len(shown) <= 20 else shown[:17] + "..."
+        lines.append(f"{name:<{width}}  {tname:<12} {shown:<20} "
                      f"{','.join(nbs):<10} {help_}")
     return "\n".join(lines)

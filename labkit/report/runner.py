@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -120,6 +121,22 @@ def stop_kernel(km: Any, wait: bool = True) -> None:
     _cleanup(km)
 
 
+def kill_kernel(km: Any) -> None:
+    """Kill a kernel's process group at once, without jupyter_client's event loop (which an interrupt can leave
+    holding half-finished tasks that would block)."""
+    import signal
+
+    proc = getattr(getattr(km, "provisioner", None), "process", None)
+    if proc is not None:
+        with contextlib.suppress(Exception):
+            os.killpg(proc.pid, signal.SIGKILL)  # kernels run in their own session / process group
+        with contextlib.suppress(Exception):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=10)
+    _cleanup(km, loop=False)
+
+
 def finish_kernel(km: Any, waittime: float = 10.0) -> None:
     """Reap a kernel asked to shut down with `stop_kernel(wait=False)` (killing it after `waittime`)."""
     with contextlib.suppress(Exception):
@@ -131,9 +148,15 @@ def finish_kernel(km: Any, waittime: float = 10.0) -> None:
     _cleanup(km)
 
 
-def _cleanup(km: Any) -> None:
-    with contextlib.suppress(Exception):
-        km.cleanup_resources()
+def _cleanup(km: Any, loop: bool = True) -> None:
+    """Remove the kernel's connection file and sockets (`loop=False`: without jupyter_client's event loop)."""
+    if loop:
+        with contextlib.suppress(Exception):
+            km.cleanup_resources()
+    else:
+        for method in ("cleanup_connection_file", "cleanup_ipc_files"):
+            with contextlib.suppress(Exception):
+                getattr(km, method)()
     with contextlib.suppress(OSError):
         folder = os.path.dirname(km.ip)
         for name in os.listdir(folder):
@@ -187,20 +210,6 @@ def new_run_dir(reports_dir: Path, profile: str) -> Path:
     raise LabkitError(f"{reports_dir}: cannot create a run folder")
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @dataclasses.dataclass
 class RunResult:
     run_dir: Path
@@ -241,6 +250,36 @@ def time_table(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: kernels stopped, manifest and index marked."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _interruptible(fn: Callable[..., RunResult]) -> Callable[..., RunResult]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> RunResult:
+        with _sigterm_as_interrupt():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_interruptible
 def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: list[str] | dict[str, str] | None = None,
         *, parameters: dict[str, Any] | None = None, notebooks_dir: str | Path | None = None,
         reports_dir: str | Path | None = None, profiles_dir: str | Path | None = None, progress: bool = True,
@@ -325,6 +364,7 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
             write_manifest(run_dir, manifest)
             t_nb = time.perf_counter()
             error = None
+            killed = False
             try:
                 if shared_km is None:
                     km = start_kernel(kernel, nb_dir, LABKIT_RUN_DIR=str(run_dir), LABKIT_NOTEBOOK=stem)
@@ -337,8 +377,13 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
                     pm.execute_notebook(str(path), str(out_nb), parameters=plan.injected[stem], kernel_name=kernel,
                                         cwd=str(nb_dir), progress_bar=progress, log_output=log_output,
                                         start_timeout=start_timeout, km=km)
+                except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the kernel goes now, its cell may run for hours
+                    killed = True
+                    kill_kernel(km)
+                    shared_km = None
+                    raise
                 finally:
-                    if not share_kernel:
+                    if not share_kernel and not killed:
                         stop_kernel(km, wait=False)  # it exits while the HTML is written and the next kernel starts
                         stopping.append(km)
             except PapermillExecutionError as err:
@@ -384,7 +429,10 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
             stop_kernel(shared_km, wait=False)
             stopping.append(shared_km)
         for km in stopping:
-            finish_kernel(km)
+            if status == "interrupted":
+                kill_kernel(km)
+            else:
+                finish_kernel(km)
         stopping.clear()
         for info in manifest["notebooks"].values():
             if info["status"] == "pending":
