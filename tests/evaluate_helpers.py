@@ -103,3 +103,33 @@ def train_adapter(model, tokenizer, examples, steps: int = 300, lr: float = 3e-3
         opt.step()
         opt.zero_grad()
     return peft_model.eval()
+
+
+def save_toy_pair(folder, train_steps: int = 0, template: str = "chat"):
+    """(base_dir, adapter_dir) on disk: a tiny LLaMA + tokenizer, and a LoRA adapter with labkit_train.json.
+
+    train_steps > 0 trains the adapter on toy data first; otherwise its B matrices are random (it changes
+    the output but learned nothing).
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    tok = build_tokenizer()
+    model = build_model(tok, std=0.1)
+    base_dir, adapter_dir = folder / "base", folder / "adapter"
+    model.save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    if train_steps:
+        pm = train_adapter(model, tok, toy_examples(200, 50, seed=1), steps=train_steps)
+    else:
+        torch.manual_seed(1)
+        pm = attach(model, r=4, init=True)
+        for mod in pm.modules():
+            if hasattr(mod, "lora_B"):
+                for lin in mod.lora_B.values():
+                    torch.nn.init.normal_(lin.weight, std=0.3)
+    pm.save_pretrained(adapter_dir)
+    (adapter_dir / "labkit_train.json").write_text(json.dumps({"template": template, "cutoff_len": 128,
+                                                                "base_model": str(base_dir)}))
+    return base_dir, adapter_dir
