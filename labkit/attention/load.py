@@ -75,17 +75,25 @@ def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", 
         from labkit.models.tiny import tiny_model_path
 
         base = str(tiny_model_path(arch))
-    model = load_model(base, precision=precision, attn_implementation="eager")
-    tokenizer = load_tokenizer(base)
-    if adapter is not None:
-        try:
-            from labkit.models.integrity import load_adapter
-        except ImportError:  # older labkit.models: plain PEFT
-            from peft import PeftModel
+    from transformers.utils import logging as hf_logging
 
-            model = PeftModel.from_pretrained(model, str(adapter))
-        else:
-            model = load_adapter(model, adapter)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # tqdm bars are widgets in a kernel: empty boxes in the HTML report
+    try:
+        model = load_model(base, precision=precision, attn_implementation="eager")
+        tokenizer = load_tokenizer(base)
+        if adapter is not None:
+            try:
+                from labkit.models.integrity import load_adapter
+            except ImportError:  # older labkit.models: plain PEFT
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(adapter))
+            else:
+                model = load_adapter(model, adapter)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.eval()
     return Loaded(arch=arch, model=model, tokenizer=tokenizer, base_path=base,
                   adapter_path=str(adapter) if adapter is not None else None, note=f"{note}; base {base}")
