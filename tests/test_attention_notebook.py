@@ -87,3 +87,18 @@ def test_notebook_runs_and_records(tmp_path, monkeypatch):
     widgets = [o for c in done.cells if c.cell_type == "code" for o in c.outputs
                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widgets == []  # headless: static figures instead of an empty widget
+
+
+def test_adapter_resolution(tmp_path, monkeypatch):
+    from labkit.attention.load import resolve_adapter
+    from labkit.errors import LabkitError
+
+    monkeypatch.setenv("LABKIT_RUN_DIR", str(tmp_path))
+    path, note = resolve_adapter("llama")
+    assert path is None and "02_linly_lora" in note and "base model only" in note
+    (tmp_path / "baichuan_lora").mkdir()
+    (tmp_path / "baichuan_lora" / "adapter_config.json").write_text("{}")
+    path, note = resolve_adapter("baichuan")
+    assert path == tmp_path / "baichuan_lora"
+    with pytest.raises(LabkitError, match="llama_adapter="):
+        resolve_adapter("llama", str(tmp_path / "nowhere"))
