@@ -85,7 +85,7 @@ def _base_path(value: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from labkit.evaluate.generate import generate, generate_pair, sampling_config
+    from labkit.evaluate.generate import generate, generate_pair, resolve_template, sampling_config
     from labkit.evaluate.heldout import adapter_info, load_with_adapter
 
     args = parser().parse_args(argv)
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
     if lora and not (Path(lora) / "adapter_config.json").is_file():
         raise LabkitError(f"--lora_weights {lora}: no adapter_config.json there (not a LoRA adapter folder)")
     template = args.template or (adapter_info(lora).get("template") if lora else "") or "alpaca"
-    template_obj = None if template.lower() == "none" else template
+    template_obj = None if template.lower() == "none" else resolve_template(template)  # checked before loading
     do_sample = args.do_sample if args.do_sample is not None else bool(args.temperature)
     sampling = sampling_config(max_new_tokens=args.max_new_tokens, do_sample=do_sample,
                                temperature=args.temperature if args.temperature else 1.0, top_p=args.top_p,
