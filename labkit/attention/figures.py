@@ -167,7 +167,8 @@ def explorer_figure(maps, layer: int, head: int, token: int, *, title: str = "")
     side = min(9.0, 2.0 + 0.2 * n)
     fig = Figure(figsize=(2 * side, side))
     ax_map, ax_bar = fig.subplots(1, 2, width_ratios=[1.1, 1], gridspec_kw={"wspace": 0.25})
-    head_heatmap(w, tokens, ax=ax_map, highlight=token, cbar=False, title=f"layer {layer}, head {head}")
+    head_heatmap(w, tokens, ax=ax_map, highlight=token, cbar=False,
+                 title=(f"{title} · " if title else "") + f"layer {layer}, head {head}")
     row = _np(w[token])
     ax_bar.bar(range(n), row, color=["#1f77b4" if k <= token else "#cccccc" for k in range(n)])
     ax_bar.set_xticks(range(n), tokens, rotation=90, fontsize=8)
@@ -175,8 +176,6 @@ def explorer_figure(maps, layer: int, head: int, token: int, *, title: str = "")
     ax_bar.set_box_aspect(0.6)
     ax_bar.set_ylabel("attention weight")
     ax_bar.set_title(f"query {token} “{tokens[token]}” attends to", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=10)
     return fig
 
 
