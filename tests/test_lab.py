@@ -72,7 +72,8 @@ def _die_with_parent() -> None:
 def _write_lab_settings(settings_dir: Path) -> None:
     """User settings for this server only: start the notebook's kernel without asking, never fetch news."""
     for name, value in {
-        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True,
+                                                                        "recordTiming": True},
         "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
             "fetchNews": "false", "checkForUpdates": False,
         },
@@ -131,6 +132,7 @@ def lab_server(tmp_path):
            "--LabApp.extension_manager=readonly"]  # nothing on the server side reaches the network either
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root; jupyter refuses without this
         cmd.append("--allow-root")
+    env.pop("LABKIT_NOTEBOOK", None)  # set only under `labkit run`; it would switch the explorer to its static view
     log = tmp_path / "jupyter-lab.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -148,6 +150,24 @@ def _explorer(page):
     return page.locator(".jp-OutputArea-output .widget-slider").filter(
         has=page.locator(".widget-label", has_text=re.compile(r"^\s*layer\s*$", re.I))
     )
+
+
+def _slowest_cells(path: Path, n: int = 5) -> list[tuple[int, float]]:
+    """(cell index, seconds) of the slowest cells, from the execution times JupyterLab recorded (recordTiming)."""
+    from datetime import datetime
+
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return []
+    times = []
+    for i, cell in enumerate(cells):
+        ex = cell.get("metadata", {}).get("execution", {})
+        start, end = ex.get("iopub.execute_input"), ex.get("shell.execute_reply")
+        if start and end:
+            parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+            times.append((i, round((parse(end) - parse(start)).total_seconds(), 1)))
+    return sorted(times, key=lambda t: -t[1])[:n]
 
 
 def _accept_kernel_dialog(page) -> None:
@@ -232,10 +252,10 @@ def test_attention_explorer_responds_in_jupyterlab(lab_server, tmp_path):
             # move the layer slider with the keyboard, as a user does
             t2 = time.perf_counter()
             handle = slider.locator(".noUi-handle, [role='slider'], input[type='range']").first
+            now, top = (handle.get_attribute(a) for a in ("aria-valuenow", "aria-valuemax"))
+            key = "ArrowLeft" if now is not None and top is not None and float(now) >= float(top) else "ArrowRight"
             handle.focus()
-            handle.press("ArrowRight")
-            if slider.locator(".widget-readout").inner_text().strip() == value_before:
-                handle.press("ArrowUp")
+            handle.press(key)
             page.wait_for_function(
                 "([el, before]) => { const s = [...el.querySelectorAll('img')].map(i => i.src).join('|') + '#' +"
                 " [...el.querySelectorAll('svg')].filter(s => s.closest('.jp-OutputArea-output'))"
@@ -247,6 +267,8 @@ def test_attention_explorer_responds_in_jupyterlab(lab_server, tmp_path):
             value_after = slider.locator(".widget-readout").inner_text().strip()
             area.screenshot(path=str(lab_server["work"] / "explorer-after.png"))
             assert value_after != value_before, f"the layer slider did not move ({value_before!r})"
+            page.keyboard.press("Control+s")  # save the temporary copy: its cells carry their execution times
+            page.wait_for_timeout(2_000)
             assert _figure_signature(area) != before, "moving the layer slider did not change the figure"
         except BaseException:
             shot = lab_server["work"].parent / "lab-failure.png"
@@ -261,5 +283,6 @@ def test_attention_explorer_responds_in_jupyterlab(lab_server, tmp_path):
     timings["total"] = time.perf_counter() - t0
     print("jupyterlab timings (s):", {k: round(v, 1) for k, v in timings.items()},
           "layer", value_before, "->", value_after)
+    print("slowest cells (s):", _slowest_cells(lab_server["work"] / lab_server["notebook"]))
     assert not watch.blocked, f"the page tried to reach the network: {watch.blocked}"
     assert not watch.page_errors, f"uncaught exceptions in JupyterLab: {watch.page_errors}"
