@@ -424,10 +424,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else None
-    if args.device is None:
-        print("error: no CUDA GPU here; bench/gpu_7b.py is for one GPU (e.g. an H100). "
-              "Run `python bench/gpu_7b.py --device cpu --tiny` to exercise it on CPU.", file=sys.stderr)
-        return 2
+    if args.device is None:  # e.g. `make bench` on a CPU-only machine: say so, stay green, print the JSON line
+        print("skipped: no CUDA GPU here; bench/gpu_7b.py measures one GPU (e.g. an H100). "
+              "`python bench/gpu_7b.py --device cpu --tiny` exercises the same code on CPU.", file=sys.stderr)
+        print(json.dumps({"bench": "gpu_7b", "skipped": "no CUDA GPU", "ratio": None}))
+        return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"error: --device {args.device} but torch sees no CUDA GPU", file=sys.stderr)
         return 2

@@ -114,12 +114,17 @@ def test_7b_shapes_on_meta(bench, arch, vocab):
         assert tuple(model.model.layers[0].self_attn.W_pack.weight.shape) == (3 * h, h)
 
 
-def test_refuses_without_gpu(bench, capsys):
+def test_without_gpu(bench, capsys):
+    """No GPU: the default run is skipped with a JSON line (`make bench` stays green); explicit requests fail."""
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert bench.main([]) == 2
+    assert bench.main([]) == 0
+    out, err = capsys.readouterr()
+    assert "no CUDA GPU" in err
+    assert json.loads(out.strip().splitlines()[-1]) == {"bench": "gpu_7b", "skipped": "no CUDA GPU", "ratio": None}
+    assert bench.main(["--device", "cuda"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     assert bench.main(["--device", "cpu"]) == 2  # the 7B shape on CPU is refused; --tiny is the CPU path
     assert "--tiny" in capsys.readouterr().err
