@@ -66,7 +66,7 @@ def test_notebook_01_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_NOTEBOOK", "01_data")
     out = tmp_path / "01.ipynb"
     papermill.execute_notebook(str(notebooks_dir() / "01_data.ipynb"), str(out), cwd=str(notebooks_dir()),
-                               parameters={"cutoff_len": 120}, progress_bar=False)
+                               parameters={"cutoff_len": 40}, progress_bar=False)
     metrics = json.loads((tmp_path / "metrics" / "01_data.json").read_text())
     assert metrics["read"] == metrics["kept"] == 2180 and metrics["rejected"] == 0
     assert metrics["truncated"] > 0 and metrics["tokens_cut"] > 0
