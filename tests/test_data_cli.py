@@ -59,11 +59,13 @@ def test_unusable_input_exit_2(tmp_path, capsys, content):
 def test_registry_modes(tmp_path, capsys):
     (tmp_path / "d.json").write_text(json.dumps(GOOD))
     reg = tmp_path / "dataset_info.json"
-    reg.write_text(json.dumps({"d": {"file_name": "d.json"}, "hub": {"hf_hub_url": "x/y"}}))
+    reg.write_text(json.dumps({"d": {"file_name": "d.json"}, "hub": {"hf_hub_url": "x/y"},
+                               "mllm": {"file_name": "m.json", "formatting": "sharegpt",
+                                        "columns": {"messages": "messages", "images": "images"}}}))
     code, obj = _json(capsys, "--registry", str(reg), "--dataset", "d")
     assert code == 0 and obj["kept"] == 2
     code, out, _ = _run(capsys, "check", "--registry", str(reg))  # all local entries; hub-only skipped
-    assert code == 0 and "skipped 'hub'" in out
+    assert code == 0 and "skipped 'hub'" in out and "skipped 'mllm'" in out
     code, obj = _json(capsys, "--registry", str(reg), "--dataset", "hub")
     assert code == 2 and "not available offline" in obj["errors"][0]["reason"]
     reg.write_text(json.dumps({"d": {"file_name": "d.json", "formatting": "alpacca"}}))

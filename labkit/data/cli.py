@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 def check(paths: list[str], registry: str = "", dataset: str = "", formatting: str | None = None,
           drop_duplicates: bool = False) -> tuple[ValidationReport, list[str]]:
     """Validate files and registered datasets; never raises for bad data. Returns (report, notes)."""
-    from labkit.data.registry import dataset_attr, load_datasets, load_files, read_registry
+    from labkit.data.registry import UNSUPPORTED_COLUMNS, dataset_attr, load_datasets, load_files, read_registry
     from labkit.paths import data_dir
 
     report, notes = ValidationReport(), []
@@ -56,6 +56,9 @@ def check(paths: list[str], registry: str = "", dataset: str = "", formatting: s
                         notes.append(f"skipped {name!r}: not available offline (no file_name)")
                     elif isinstance(entry, dict) and entry.get("ranking"):
                         notes.append(f"skipped {name!r}: ranking data (not SFT)")
+                    elif isinstance(entry, dict) and isinstance(entry.get("columns"), dict) and \
+                            set(k for k, v in entry["columns"].items() if v) & UNSUPPORTED_COLUMNS:
+                        notes.append(f"skipped {name!r}: multimodal / preference columns (not text SFT)")
                     else:
                         dataset_attr(name, info, reg)
                         local.append(name)
