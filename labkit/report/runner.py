@@ -221,12 +221,24 @@ class RunResult:
         return 0 if self.status == "ok" else 1
 
 
-def _cell_seconds(ipynb: Path) -> float:
+def cell_timings(ipynb: Path) -> tuple[float, list[dict[str, Any]]]:
+    """(seconds in cells, the slowest cells [{"cell": In [n], "seconds", "source": first line}]) of an executed
+    notebook, from papermill's per-cell metadata."""
     try:
         nb = json.loads(ipynb.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return 0.0
-    return sum(float((c.get("metadata", {}).get("papermill") or {}).get("duration") or 0) for c in nb.get("cells", []))
+        return 0.0, []
+    cells = []
+    for cell in nb.get("cells", []):
+        pm = cell.get("metadata", {}).get("papermill") or {}
+        if cell.get("cell_type") == "code" and pm.get("duration") is not None:
+            src = cell.get("source", "")
+            src = "".join(src) if isinstance(src, list) else src
+            first = next((ln for ln in src.splitlines() if ln.strip()), "")
+            cells.append({"cell": cell.get("execution_count"), "seconds": round(float(pm["duration"]), 2),
+                          "source": first[:60]})
+    total = sum(c["seconds"] for c in cells)
+    return total, sorted(cells, key=lambda c: -c["seconds"])[:3]
 
 
 def time_table(manifest: dict[str, Any]) -> str:
@@ -247,6 +259,11 @@ def time_table(manifest: dict[str, Any]) -> str:
     wall = manifest.get("duration_s")
     if isinstance(wall, (int, float)):
         lines.append(f"run wall time {wall:.1f} s (includes validation, set-up and index)")
+    slow = [(info["slowest_cells"][0], stem) for stem, info in manifest["notebooks"].items() if info.get("slowest_cells")]
+    if slow:
+        lines.append("slowest cell of each notebook:")
+        for cell, stem in slow:
+            lines.append(f"  {stem:<22} In [{cell['cell']}] {cell['seconds']:>7.1f} s  {cell['source']}")
     return "\n".join(lines)
 
 
@@ -398,7 +415,8 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
                 info["status"] = "ok" if error is None else ("interrupted" if error == "interrupted" else "failed")
                 info["error"] = error
                 info["ipynb"] = out_nb.name if out_nb.exists() else None
-                cells = _cell_seconds(out_nb) if out_nb.exists() else 0.0
+                cells, slowest = cell_timings(out_nb) if out_nb.exists() else (0.0, [])
+                info["slowest_cells"] = slowest
                 info["cells_s"] = round(cells, 2)
                 info["overhead_s"] = round(max(t_exec - cells, 0.0), 2)
                 t_html = time.perf_counter()
