@@ -356,12 +356,6 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
     if plan.final:
         say("parameters: " + ", ".join(f"{k}={v!r}" for k, v in plan.final.items()))
 
-    kernel = ensure_kernel()
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    from labkit.report.html import export_html
-
     if log_output:
         import logging
 
@@ -370,6 +364,12 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
     stopping: list[Any] = []
     shared_km = None
     try:
+        kernel = ensure_kernel()
+        import papermill as pm
+        from papermill.exceptions import PapermillExecutionError
+
+        from labkit.report.html import export_html
+
         for i, path in enumerate(selected, 1):
             while len(stopping) > 1:  # reap kernels from two notebooks ago: long gone by now
                 finish_kernel(stopping.pop(0))
@@ -441,6 +441,9 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
             say(f"  ok in {info['duration_s']:.1f} s")
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
+    except BaseException:  # a bug or set-up failure (no kernel): the folder must not claim to be running
+        status = "failed"
         raise
     finally:
         if shared_km is not None:
