@@ -132,3 +132,12 @@ def test_cli_unknown_param_fails_fast_without_torch(tmp_path):
     assert "Traceback" not in res.stderr
     assert elapsed < 10
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_every_profile_validates_against_the_notebooks(profile):
+    """A profile naming a parameter no notebook declares (or of the wrong type) would fail `labkit run`."""
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    name, values, path = load_profile(profile, ROOT / "profiles")
+    plan = plan_parameters(notebooks, notebooks, values, {}, profile_source=str(path))
+    assert set(plan.final) == set(values)
