@@ -118,8 +118,21 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+class _DropCastNotice:
+    """bitsandbytes logs "MatMul8bitLt: inputs will be cast ..." on every int8 matmul with fp32 inputs."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+
+
 def _quantization_config(precision: str):
+    import logging
+
     import torch
+
+    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _DropCastNotice) for f in bnb_log.filters):
+        bnb_log.addFilter(_DropCastNotice())
 
     try:
         import bitsandbytes  # noqa: F401

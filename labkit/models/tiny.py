@@ -11,8 +11,9 @@ name the cache folders, so a change rebuilds them):
 2. Models: LlamaForCausalLM and labkit's BaiChuanForCausalLM with the same shape (hidden 128, 4 layers,
    4 heads, intermediate 512, max_position 512, RMSNorm eps 1e-6, RoPE base 10000, untied head), each
    initialised from its own seed.
-3. Pre-training: a short causal-LM run (AdamW, cosine decay) on the raw strings of the bundled TRAIN
-   datasets (split "train" in dataset_info.json), each field a separate plain document (`<s> text </s>`),
+3. Pre-training: a short causal-LM run (120 steps of 16 x 128 tokens, AdamW, cosine decay) on the raw
+   strings of the bundled TRAIN datasets (split "train" in dataset_info.json, else every file whose name
+   has no test/eval/dev/valid), each field a separate plain document (`<s> text </s>`),
    shuffled and packed into 128-token blocks. Fields are separate documents and no instruction template
    is used, so the base learns the language of the data but not the instruction -> answer mapping: that
    still has to come from LoRA SFT. Torch runs with a fixed thread count and seeds during the build.
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from labkit.paths import cache_dir, data_dir
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 ARCHS = ("llama", "baichuan")
 MARKER = "labkit_tiny.json"
 
@@ -52,7 +53,7 @@ RECIPE: dict = {
         "initializer_range": 0.02,
     },
     "seeds": {"llama": 1234, "baichuan": 4321},
-    "pretrain": {"steps": 160, "batch_size": 16, "block_size": 128, "lr": 3e-3, "warmup": 10,
+    "pretrain": {"steps": 120, "batch_size": 16, "block_size": 128, "lr": 3e-3, "warmup": 10,
                  "weight_decay": 0.01, "threads": 2},
 }
 
@@ -110,15 +111,28 @@ def _strings(obj) -> list[str]:
     return []
 
 
+HELD_OUT = ("test", "eval", "dev", "valid", "heldout", "held_out")
+
+
 def _train_files() -> list[Path]:
-    """Files of datasets whose split is "train" in dataset_info.json (all data files if it has no splits)."""
+    """Files of the TRAIN datasets: split "train" in dataset_info.json where it says, else by file name
+    (files whose name contains test/eval/dev/valid/heldout are held out)."""
     info_path = data_dir() / "dataset_info.json"
     files = _data_files()
-    if not info_path.is_file():
-        return [f for f in files if "test" not in f.stem]
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    train_names = {v.get("file_name") for v in info.values() if isinstance(v, dict) and v.get("split", "train") == "train"}
-    return [f for f in files if f.name in train_names]
+    info = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            info = {}
+    splits = {v.get("file_name"): v.get("split") for v in info.values() if isinstance(v, dict) and v.get("split")}
+
+    def is_train(f: Path) -> bool:
+        if f.name in splits:
+            return splits[f.name] == "train"
+        return not any(tag in f.stem.lower() for tag in HELD_OUT)
+
+    return [f for f in files if is_train(f)]
 
 
 def corpus_texts(train_only: bool = False) -> list[str]:
@@ -174,6 +188,7 @@ def _build_atomically(final: Path, build) -> Path:
             return final
         if final.exists():  # incomplete leftover (should not happen with rename, but be safe)
             shutil.rmtree(final)
+        _remove_stale_tmp(final.parent)
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -185,6 +200,18 @@ def _build_atomically(final: Path, build) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _remove_stale_tmp(root: Path) -> None:
+    """Delete .tmp-* build folders left by processes that no longer run (a killed build)."""
+    for tmp in root.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
 
 
 @contextlib.contextmanager
