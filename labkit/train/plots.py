@@ -88,17 +88,17 @@ def wpack_figure(peft_model, layer: int = 0):
         for k in (1, 2):
             ax.axhline(k * h - 0.5, color="white", lw=2)
         for i, name in enumerate("QKV"):
-            ax.text(-0.02 * h, (i + 0.5) * h, name, ha="right", va="center", fontsize=14, fontweight="bold",
-                    transform=ax.transData)
+            ax.text(0.97 * mat.shape[1], (i + 0.5) * h, name, ha="right", va="center", fontsize=16,
+                    fontweight="bold", color="white", transform=ax.transData)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("input feature (hidden)")
-        ax.set_ylabel("output row: Q rows 0..h-1 | K rows h..2h-1 | V rows 2h..3h-1", fontsize=8)
+        ax.set_ylabel(f"output row (Q: 0-{h - 1}, K: {h}-{2 * h - 1}, V: {2 * h}-{3 * h - 1})")
         fig.colorbar(im, ax=ax, fraction=0.046, label="|value|")
     names = list("QKV")
     ax = axes[2]
     x = range(3)
     ax.bar([i - 0.2 for i in x], [d["norms"][n] for n in names], width=0.4, label="||dW block||")
-    ax.set_xticks(list(x), [f"{n}\nrows {i * h}-{(i + 1) * h - 1}" for i, n in enumerate(names)])
+    ax.set_xticks(list(x), [f"{n}\n{i * h}-{(i + 1) * h - 1}" for i, n in enumerate(names)])
     ax.set_ylabel("Frobenius norm of the LoRA update")
     ax2 = ax.twinx()
     ax2.bar([i + 0.2 for i in x], [d["norms"][n] / max(d["base_norms"][n], 1e-12) for n in names], width=0.4,
@@ -106,6 +106,6 @@ def wpack_figure(peft_model, layer: int = 0):
     ax2.set_ylabel("relative to the base block")
     ax.set_title("where B·A lands: one B [3h x r] row block per Q, K, V", fontsize=10)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, ["||dW block||", "||dW|| / ||W||"], loc="upper right", fontsize=8)
+    ax.legend(lines, ["||dW block||", "||dW|| / ||W||"], loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8)
     fig.tight_layout()
     return fig
