@@ -175,6 +175,12 @@ def test_compare_ignores_timings_and_fingerprint():
     new = {"notebooks": {"a": {"metrics": {"train_runtime": 2.0, "fingerprint": {"ram_gb": 2}, "loss": 0.5,
                                            "extra": 1}}}}
     assert runner.compare_metrics(old, new) == [("a.extra", "<missing>", 1)]
+    # paths into each run's own folder are equal when relative to it
+    old = {"run_dir": "/r/1", "notebooks": {"a": {"metrics": {"adapter_dir": "/r/1/lora", "files": ["/r/1/x"]}}}}
+    new = {"run_dir": "/r/2", "notebooks": {"a": {"metrics": {"adapter_dir": "/r/2/lora", "files": ["/r/2/x"]}}}}
+    assert runner.compare_metrics(old, new) == []
+    new["notebooks"]["a"]["metrics"]["adapter_dir"] = "/elsewhere/lora"
+    assert runner.compare_metrics(old, new) == [("a.adapter_dir", "<run_dir>/lora", "/elsewhere/lora")]
 
 
 def test_environment_notebook_acceptance(tmp_path):

@@ -13,8 +13,8 @@ from labkit.report.manifest import MANIFEST
 from labkit.report.metrics import flatten
 
 # Leaf names shown as headline numbers in the index (the rest sit in a collapsible list).
-HEADLINE = re.compile(r"(exact_match|rouge|bleu|chrf|accuracy|(^|_)acc$|f1|perplexity|ppl|final_loss|eval_loss|"
-                      r"train_loss|loss_drop|win_rate|score)", re.IGNORECASE)
+HEADLINE = re.compile(r"(exact|rouge|bleu|chrf|accuracy|(^|_)acc$|f1|perplexity|ppl|loss|win_rate|score)",
+                      re.IGNORECASE)
 # Metrics that describe the machine rather than a result are left out of the index's metric lists.
 SKIP_PREFIXES = ("fingerprint", "environment", "env.")
 MAX_HEADLINE = 10
@@ -27,7 +27,8 @@ th { background: #f4f4f4; } tr.run-failed td, tr.run-interrupted td { background
 .status { font-weight: bold; } .ok { color: #137333; } .failed, .interrupted { color: #c5221f; } .running { color: #b06000; }
 .metrics span { display: inline-block; margin: 0 10px 2px 0; white-space: nowrap; }
 .metrics b { font-weight: 600; } details summary { cursor: pointer; color: #555; }
-code { font-size: 0.95em; } .nb a { margin-right: 8px; } .nb .failed { font-weight: bold; }
+code { font-size: 0.95em; } .nb a, .nb span { margin-right: 8px; white-space: nowrap; display: inline-block; }
+.nb span { color: #888; } .nb .failed { font-weight: bold; color: #c5221f; }
 """
 
 

@@ -243,18 +243,18 @@ def cell_timings(ipynb: Path) -> tuple[float, list[dict[str, Any]]]:
 
 def time_table(manifest: dict[str, Any]) -> str:
     """Per-notebook seconds: cells, overhead (kernel start, papermill), HTML export, total."""
-    lines = [f"{'notebook':<24} {'status':<8} {'cells':>7} {'overhead':>9} {'html':>6} {'total':>7}"]
+    lines = [f"{'notebook':<24} {'status':<11} {'cells':>7} {'overhead':>9} {'html':>6} {'total':>7}"]
     tot = {"cells_s": 0.0, "overhead_s": 0.0, "html_s": 0.0, "duration_s": 0.0}
     for stem, info in manifest["notebooks"].items():
         if info.get("status") in ("pending", "skipped"):
-            lines.append(f"{stem:<24} {info.get('status'):<8}")
+            lines.append(f"{stem:<24} {info.get('status'):<11}")
             continue
         vals = {k: float(info.get(k) or 0.0) for k in tot}
         for k in tot:
             tot[k] += vals[k]
-        lines.append(f"{stem:<24} {info.get('status', ''):<8} {vals['cells_s']:>7.1f} {vals['overhead_s']:>9.1f} "
+        lines.append(f"{stem:<24} {info.get('status', ''):<11} {vals['cells_s']:>7.1f} {vals['overhead_s']:>9.1f} "
                      f"{vals['html_s']:>6.1f} {vals['duration_s']:>7.1f}")
-    lines.append(f"{'total (s)':<24} {'':<8} {tot['cells_s']:>7.1f} {tot['overhead_s']:>9.1f} {tot['html_s']:>6.1f} "
+    lines.append(f"{'total (s)':<24} {'':<11} {tot['cells_s']:>7.1f} {tot['overhead_s']:>9.1f} {tot['html_s']:>6.1f} "
                  f"{tot['duration_s']:>7.1f}")
     wall = manifest.get("duration_s")
     if isinstance(wall, (int, float)):
@@ -335,6 +335,7 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
 
     manifest: dict[str, Any] = {
         "run_id": run_dir.name,
+        "run_dir": str(run_dir),
         "status": "running",
         "profile": prof_name,
         "parameters": plan.final,
@@ -470,23 +471,40 @@ def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: l
     return RunResult(run_dir=run_dir, status=status, manifest=manifest)
 
 
-def comparable_metrics(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Flattened metrics minus the environment fingerprint and timing-like (volatile) values."""
+RUN_DIR_TOKEN = "<run_dir>"
+
+
+def _neutral(value: Any, run_dir: str | None) -> Any:
+    """Paths inside a run folder differ between runs by design: write them relative to `<run_dir>`."""
+    if not run_dir:
+        return value
+    if isinstance(value, str):
+        return value.replace(run_dir, RUN_DIR_TOKEN)
+    if isinstance(value, list):
+        return [_neutral(v, run_dir) for v in value]
+    return value
+
+
+def comparable_metrics(manifest: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Flattened metrics minus the environment fingerprint and timing-like (volatile) values, with paths
+    into the run folder made run-independent."""
+    folder = str(run_dir or manifest.get("run_dir") or "") or None
     out = {}
     for stem, info in (manifest.get("notebooks") or {}).items():
         for name, value in flatten(info.get("metrics") or {}):
             if name.startswith("fingerprint") or VOLATILE.search(name.rsplit(".", 1)[-1]):
                 continue
-            out[f"{stem}.{name}"] = value
+            out[f"{stem}.{name}"] = _neutral(value, folder)
     return out
 
 
 _MISSING = "<missing>"
 
 
-def compare_metrics(old: dict[str, Any], new: dict[str, Any], rtol: float = 0.0) -> list[tuple[str, Any, Any]]:
+def compare_metrics(old: dict[str, Any], new: dict[str, Any], rtol: float = 0.0, old_dir: str | Path | None = None,
+                    new_dir: str | Path | None = None) -> list[tuple[str, Any, Any]]:
     """(name, old, new) for every comparable metric that differs between two manifests."""
-    a, b = comparable_metrics(old), comparable_metrics(new)
+    a, b = comparable_metrics(old, old_dir), comparable_metrics(new, new_dir)
     diffs = []
     for name in list(a) + [n for n in b if n not in a]:
         va, vb = a.get(name, _MISSING), b.get(name, _MISSING)
@@ -506,4 +524,4 @@ def rerun(old_run: str | Path, rtol: float = 0.0, share_kernel: bool | None = No
     kwargs["share_kernel"] = (old.get("kernel") == "shared") if share_kernel is None else share_kernel
     result = run(profile=old.get("profile") or "tiny", only=stems, parameters=old.get("parameters") or {},
                  rerun_of=str(old_dir), **kwargs)
-    return result, compare_metrics(old, result.manifest, rtol)
+    return result, compare_metrics(old, result.manifest, rtol, old_dir=old_dir.resolve(), new_dir=result.run_dir)
