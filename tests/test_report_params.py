@@ -64,6 +64,9 @@ def test_plan_types_and_global_names():
     plan = plan_parameters(NB, NB, {}, {"steps": "5", "scale": "2", "greeting": "1.0", "tags": "[x, y]"})
     assert plan.final == {"steps": 5, "scale": 2.0, "greeting": "1.0", "tags": ["x", "y"]}
     assert isinstance(plan.final["scale"], float)
+    # YAML 1.1 reads `3e-4` as text; a float parameter still gets the number (from -p and from profiles)
+    assert plan_parameters(NB, NB, {}, {"scale": "3e-4"}).final == {"scale": 3e-4}
+    assert plan_parameters(NB, NB, {"scale": "1e-5"}, {}).final == {"scale": 1e-5}
     # a name applies to every notebook declaring it, and only to those
     assert plan.injected["00_first"]["steps"] == 5 and plan.injected["01_second"] == {"steps": 5}
     assert plan.effective["01_second"] == {"steps": 5, "fail": False, "sleep_s": 0.0}

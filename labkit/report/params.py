@@ -232,6 +232,11 @@ def _coerce(spec: ParamSpec, value: Any, raw: str | None, source: str) -> Any:
     """Check `value` against the declared type; -p text stays text for str parameters (`-p tag=1.0`)."""
     if raw is not None and spec.type.is_str and not isinstance(value, str) and not spec.type.check(value):
         value = raw
+    if spec.type.is_float and isinstance(value, str) and not spec.type.check(value):
+        try:  # YAML 1.1 reads `3e-4` (no dot) as text
+            value = float(value)
+        except ValueError:
+            pass
     if not is_plain(value):
         raise LabkitError(f"{source}: {spec.name}={value!r} is not plain data (scalars, lists, dicts)")
     if not spec.type.check(value):
