@@ -191,7 +191,6 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Any], template: Any =
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     eos = tokenizer.eos_token_id
-    answers: list[str] = []
     new_tokens, t0 = 0, time.perf_counter()
     # longest first: batches of similar length waste less on padding; restore the order afterwards
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
