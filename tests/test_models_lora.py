@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from labkit.errors import LabkitError
-from labkit.models import load_model, load_tokenizer
+from labkit.models import arch_of, load_model, load_tokenizer
 from labkit.models.lora import attach_lora, linear_module_names, parse_targets, preset_targets, trainable_table
 from labkit.models.tiny import tiny_model_path
 
@@ -79,6 +79,7 @@ def test_attach_and_train_a_few_steps(arch, precision):
     path = tiny_model_path(arch)
     tok = load_tokenizer(path)
     model = attach_lora(load_model(path, precision=precision), None, r=8, alpha=16, dropout=0.0)
+    assert arch_of(model) == arch
     model.train()
     batch = tok(["把字母倒序排列。\nk f b o\no b f k"], return_tensors="pt")["input_ids"]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
