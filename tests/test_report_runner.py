@@ -76,6 +76,7 @@ def test_kernel_sees_cwd_and_run_dir(cli_run):
     text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     assert f"cwd {root / 'notebooks'}" in text
     assert f"run_dir {run_dir}" in text
+    assert "hashseed 0" in text or os.environ.get("PYTHONHASHSEED")  # fixed string hashing in kernels
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and "steps = 5" in "".join(injected[0]["source"])
     assert all(c.get("execution_count") for c in executed["cells"] if c["cell_type"] == "code")

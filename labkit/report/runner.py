@@ -102,7 +102,9 @@ def start_kernel(kernel: str, cwd: Path, **env: str):
 
     sockets = tempfile.mkdtemp(prefix="labkit-kernel-")  # short path: unix socket names are limited to ~100 chars
     km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "k"))
-    km.start_kernel(cwd=str(cwd), env={**os.environ, **env})
+    # A fixed string-hash seed (unless the user set one): set iteration order, and so anything derived from
+    # it, is then the same in every run.
+    km.start_kernel(cwd=str(cwd), env={"PYTHONHASHSEED": "0", **os.environ, **env})
     return km
 
 
