@@ -17,6 +17,7 @@ import json
 import os
 import resource
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -70,8 +71,8 @@ def child(mode: str, n_samples: int) -> dict:
     path, tok, train, held = _data(n_samples, 32)
     n_label = sum(sum(1 for x in row[1:] if x != -100) for row in train["labels"])
     n_real = sum(len(r) for r in train["input_ids"])
-    common = dict(base_model=str(path), output_dir=str(ROOT / ".cache" / "bench_train" / mode), max_steps=-1,
-                  num_epochs=1.0, learning_rate=3e-4 if mode == "baseline" else 1e-3, lora_r=8, lora_alpha=16,
+    common = dict(base_model=str(path), output_dir=tempfile.mkdtemp(prefix=f"labkit_bench_train_{mode}_"), max_steps=-1,
+                  num_epochs=1.0, learning_rate=3e-4 if mode == "baseline" else 2e-3, lora_r=8, lora_alpha=16,
                   lora_dropout=0.05, lora_target="q_proj,v_proj", save_strategy="no", logging_steps=5,
                   disable_tqdm=True, seed=7, overwrite_output_dir=True, cutoff_len=512, lr_scheduler_type="linear")
     model = load_model(str(path))
