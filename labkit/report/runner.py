@@ -7,20 +7,25 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from labkit.errors import LabkitError
+from labkit.report.kernels import (
+    ensure_kernel,
+    finish_kernel,
+    kill_kernel,
+    prepare_shared_kernel,
+    start_kernel,
+    stop_kernel,
+)
 from labkit.report.manifest import git_info, read_manifest, write_manifest
 from labkit.report.metrics import METRICS_DIRNAME, flatten, read_metrics, same_value
 from labkit.report.params import Plan, load_profile, parse_overrides, plan_parameters
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
-KERNEL_NAME = "labkit"
 ENV_NOTEBOOK = "00_environment"
 # Metrics whose leaf name matches are timings/throughput: they differ run to run and `--rerun` ignores them.
 VOLATILE = re.compile(r"(runtime|seconds|duration|elapsed|wall|_time$|time_s$|_s$|per_second|per_s$|"
@@ -51,148 +56,6 @@ def select_notebooks(notebooks: list[Path], only: str | list[str] | None) -> lis
                           f"{', '.join(p.stem for p in notebooks) or 'none'}")
     chosen = {by_key.get(w, by_key.get(w.zfill(2))) for w in wanted}
     return [p for p in notebooks if p in chosen]
-
-
-def _same_interpreter(argv0: str) -> bool:
-    if argv0 in {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}:
-        return True  # jupyter_client substitutes sys.executable for these
-    a, b = Path(os.path.abspath(argv0)), Path(os.path.abspath(sys.executable))
-    return a == b or (a.parent == b.parent and os.path.realpath(a) == os.path.realpath(b))
-
-
-def ensure_kernel(name: str = KERNEL_NAME) -> str:
-    """A kernelspec running *this* interpreter: the `labkit` one in sys.prefix (installed if missing)."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    def usable() -> bool:
-        try:
-            return _same_interpreter(KernelSpecManager().get_kernel_spec(name).argv[0])
-        except NoSuchKernel:
-            return False
-
-    if usable():
-        return name
-    from ipykernel.kernelspec import install
-
-    try:
-        install(kernel_name=name, display_name="Python 3 (labkit)", prefix=sys.prefix)
-    except OSError:
-        pass
-    if usable():
-        return name
-    # Shadowed by a user-level spec of the same name (or sys.prefix not writable): a private spec first on
-    # JUPYTER_PATH for this process and its kernels.
-    from ipykernel.kernelspec import write_kernel_spec
-
-    from labkit.paths import cache_dir
-
-    private = cache_dir() / "jupyter"
-    write_kernel_spec(str(private / "kernels" / name), overrides={"display_name": "Python 3 (labkit)"})
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(private), os.environ.get("JUPYTER_PATH", "")]).rstrip(os.pathsep)
-    if not usable():
-        raise LabkitError(f"could not set up a Jupyter kernel for {sys.executable}")
-    return name
-
-
-def start_kernel(kernel: str, cwd: Path, **env: str):
-    """Start a kernel (IPC transport: local sockets, no TCP ports) with cwd and extra environment variables."""
-    from jupyter_client.manager import KernelManager
-
-    import tempfile
-
-    sockets = tempfile.mkdtemp(prefix="labkit-kernel-")  # short path: unix socket names are limited to ~100 chars
-    km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "k"))
-    # A fixed string-hash seed (unless the user set one): set iteration order, and so anything derived from
-    # it, is then the same in every run.
-    km.start_kernel(cwd=str(cwd), env={"PYTHONHASHSEED": "0", **os.environ, **env})
-    return km
-
-
-def stop_kernel(km: Any, wait: bool = True) -> None:
-    """Shut a kernel down. `wait=False` only asks (the kernel exits on its own while the next notebook starts);
-    call `finish_kernel` later to reap it."""
-    try:
-        if km.has_kernel:
-            if not wait:
-                km.request_shutdown()
-                return
-            km.shutdown_kernel(now=False)
-    except Exception:  # already dead or unreachable: make sure nothing is left behind
-        with contextlib.suppress(Exception):
-            km.shutdown_kernel(now=True)
-    _cleanup(km)
-
-
-def kill_kernel(km: Any) -> None:
-    """Kill a kernel's process group at once, without jupyter_client's event loop (which an interrupt can leave
-    holding half-finished tasks that would block)."""
-    import signal
-
-    proc = getattr(getattr(km, "provisioner", None), "process", None)
-    if proc is not None:
-        with contextlib.suppress(Exception):
-            os.killpg(proc.pid, signal.SIGKILL)  # kernels run in their own session / process group
-        with contextlib.suppress(Exception):
-            proc.kill()
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=10)
-    _cleanup(km, loop=False)
-
-
-def finish_kernel(km: Any, waittime: float = 10.0) -> None:
-    """Reap a kernel asked to shut down with `stop_kernel(wait=False)` (killing it after `waittime`)."""
-    with contextlib.suppress(Exception):
-        if km.has_kernel:
-            km.finish_shutdown(waittime=waittime)
-    with contextlib.suppress(Exception):
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
-    _cleanup(km)
-
-
-def _cleanup(km: Any, loop: bool = True) -> None:
-    """Remove the kernel's connection file and sockets (`loop=False`: without jupyter_client's event loop)."""
-    if loop:
-        with contextlib.suppress(Exception):
-            km.cleanup_resources()
-    else:
-        for method in ("cleanup_connection_file", "cleanup_ipc_files"):
-            with contextlib.suppress(Exception):
-                getattr(km, method)()
-    with contextlib.suppress(OSError):
-        folder = os.path.dirname(km.ip)
-        for name in os.listdir(folder):
-            os.remove(os.path.join(folder, name))
-        os.rmdir(folder)
-
-
-# Run in a shared kernel before each notebook: a clean namespace, fresh execution counts, this notebook's name.
-_SHARED_RESET = """\
-import os as _labkit_os, gc as _labkit_gc, sys as _labkit_sys
-_labkit_os.environ["LABKIT_NOTEBOOK"] = {stem!r}
-if "matplotlib.pyplot" in _labkit_sys.modules:
-    _labkit_sys.modules["matplotlib.pyplot"].close("all")
-get_ipython().run_line_magic("reset", "-f")
-__import__("gc").collect()
-get_ipython().execution_count = 1
-"""
-
-
-def prepare_shared_kernel(km: Any, stem: str, timeout: float = 120) -> None:
-    """Make a kernel that ran earlier notebooks ready for `stem`: reset namespace and counters, set its name.
-
-    Imported modules stay loaded, which is the point: torch, transformers, pandas ... are imported once.
-    """
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=timeout)
-        reply = kc.execute_interactive(_SHARED_RESET.format(stem=stem), silent=True, store_history=False,
-                                       timeout=timeout)
-        if reply["content"].get("status") != "ok":
-            raise LabkitError(f"could not reset the shared kernel before {stem}: {reply['content'].get('evalue')}")
-    finally:
-        kc.stop_channels()
 
 
 def _now() -> str:
