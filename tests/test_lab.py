@@ -41,8 +41,12 @@ def make_lab_args() -> list[str]:
     if match:
         for line in match.group(1).splitlines():
             if "jupyter lab" in line:
-                # make-level expansions (e.g. a `$(if ...)` adding --allow-root) are dropped: the test adds its own
-                return [a for a in shlex.split(line.split("jupyter lab", 1)[1]) if "$" not in a and a != ")"]
+                args = line.split("jupyter lab", 1)[1]
+                # make-level expansions (e.g. `$(if $(filter 0,$(shell id -u)),--allow-root)`) are dropped,
+                # innermost first: the test adds what it needs itself
+                while re.search(r"\$\([^()]*\)", args):
+                    args = re.sub(r"\$\([^()]*\)", "", args)
+                return shlex.split(args)
     return list(MAKE_LAB_ARGS)
 
 
