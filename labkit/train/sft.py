@@ -288,11 +288,10 @@ def run_training(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=
         if done:
             print(f"notice: {out} already holds {len(done)} checkpoint(s); starting fresh "
                   "(--resume_from_checkpoint auto continues the newest complete one)", flush=True)
-    if resume is not None and rank0:
-        ck.drop_stale_after(out, ck.step_of(resume) or 0) if resume.parent.resolve() == out.resolve() else None
+    if resume is not None and rank0:  # other ranks read the state only after the Trainer's first barrier
+        if resume.parent.resolve() == out.resolve():
+            ck.drop_stale_after(out, ck.step_of(resume) or 0)
         ck.repair_best_checkpoint(resume, out)
-    if resume is not None and torch.distributed.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        pass  # other ranks read the repaired state after the Trainer's own barriers
     from transformers import set_seed
 
     set_seed(cfg.seed)
