@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lab: $(STAMP)
-	cd notebooks && ../$(BIN)/jupyter lab --notebook-dir=. --ServerApp.kernel_spec_manager_class=jupyter_client.kernelspec.KernelSpecManager
+	cd notebooks && ../$(BIN)/jupyter lab --notebook-dir=. --ServerApp.kernel_spec_manager_class=jupyter_client.kernelspec.KernelSpecManager $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -64,7 +64,9 @@ def start_kernel(kernel: str, cwd: Path, **env: str):
     km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "k"))
     # A fixed string-hash seed (unless the user set one): set iteration order, and so anything derived from
     # it, is then the same in every run.
-    km.start_kernel(cwd=str(cwd), env={"PYTHONHASHSEED": "0", **os.environ, **env})
+    # The inline backend always: a caller's MPLBACKEND (Agg in tests) would silently drop every figure.
+    inline = "module://matplotlib_inline.backend_inline"
+    km.start_kernel(cwd=str(cwd), env={"PYTHONHASHSEED": "0", **os.environ, "MPLBACKEND": inline, **env})
     return km
 
 
