@@ -13,11 +13,13 @@ from labkit.report.manifest import MANIFEST
 from labkit.report.metrics import flatten
 
 # Leaf names shown as headline numbers in the index (the rest sit in a collapsible list).
-HEADLINE = re.compile(r"(exact|rouge|bleu|chrf|accuracy|(^|_)acc$|f1|perplexity|ppl|loss|win_rate|score)",
+HEADLINE = re.compile(r"(exact|rouge|bleu|chrf|accuracy|(^|_)acc$|f1|perplexity|ppl|loss|refusal|win_rate|score|max_abs_diff)",
                       re.IGNORECASE)
 # Metrics that describe the machine rather than a result are left out of the index's metric lists.
 SKIP_PREFIXES = ("fingerprint", "environment", "env.")
-MAX_HEADLINE = 10
+MAX_HEADLINE = 14
+# Notebooks whose numbers lead the headline (the evaluation compares runs best).
+HEADLINE_FIRST = ("04_",)
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", "Noto Sans SC", "Microsoft YaHei", sans-serif; margin: 24px; color: #222; }
@@ -65,6 +67,7 @@ def headline_metrics(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if HEADLINE.search(name.rsplit(".", 1)[-1]) or HEADLINE.search(name):
                 picked.append((name, value))
+    picked.sort(key=lambda item: not item[0].startswith(HEADLINE_FIRST))  # stable: evaluation first
     return picked[:MAX_HEADLINE]
 
 
