@@ -65,6 +65,9 @@ def add_lora(model, cfg: TrainConfig):
 
     if isinstance(model, PeftModel):
         return model
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # LoRA A is drawn from the global RNG, which some imports seed from the clock
     if cfg.is_quantized:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing,
