@@ -80,16 +80,19 @@ def child(mode: str, n_samples: int) -> dict:
         cfg = TrainConfig(**common, per_device_train_batch_size=4, packing=False, precision="fp32")
         collator = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True)
         ds, ev = train, held
-    else:  # labkit: packed 1024-token rows (2 per step, ~4x the samples of a baseline step, lr scaled),
-        # bf16 autocast when the CPU has fast bf16 (AMX / AVX512-BF16)
-        bf16 = _fast_bf16()
-        common["cutoff_len"] = 1024
-        cfg = TrainConfig(**common, per_device_train_batch_size=2, packing=True,
+    else:  # labkit: packed rows (default 2 x 1024 tokens per step, ~4x the samples of a baseline step, lr scaled),
+        # bf16 autocast when the CPU has fast bf16 (AMX / AVX512-BF16). Measured on an idle 2-core machine:
+        # ratio 8x256 1.12 (but 19% of row space unfilled), 4x512 1.00, 2x1024 0.80 (quadratic masked attention).
+        # BENCH_ROWS / BENCH_BS / BENCH_BF16=0 override.
+        bf16 = _fast_bf16() and os.environ.get("BENCH_BF16", "1") == "1"
+        rows, per_step = int(os.environ.get("BENCH_ROWS", "1024")), int(os.environ.get("BENCH_BS", "2"))
+        common["cutoff_len"] = rows
+        cfg = TrainConfig(**common, per_device_train_batch_size=per_step, packing=True,
                           precision="bf16" if bf16 else "fp32")
         if bf16:  # keep the base in fp32 and let autocast run the matmuls in bf16
             cfg.extra["bf16"] = True
             cfg.precision = "fp32"
-        ds, ev = pack_dataset(train, 1024), held
+        ds, ev = pack_dataset(train, rows), held
         collator = PackedCollator(tok)
     padded_tokens = [0]
 
