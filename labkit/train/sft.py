@@ -74,41 +74,15 @@ def add_lora(model, cfg: TrainConfig):
             gradient_checkpointing_kwargs={"use_reentrant": False})
     elif cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input under frozen embeddings
-    try:
-        from labkit.models.lora import attach_lora, parse_targets, preset_targets
-    except ImportError:  # labkit.models.lora not there: plain peft with the same presets
-        attach_lora, parse_targets, preset_targets = _peft_attach, _parse_targets, _preset_targets
-    targets = parse_targets(cfg.lora_target) if cfg.lora_target else preset_targets(_arch(model))
+    from labkit.models import arch_of
+    from labkit.models.lora import attach_lora, parse_targets, preset_targets
+
+    targets = parse_targets(cfg.lora_target) if cfg.lora_target else preset_targets(arch_of(model))
     model = attach_lora(model, targets, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     for p in model.parameters():  # fp16/bf16 bases: the LoRA weights and their optimizer state stay fp32
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
     return model
-
-
-def _arch(model) -> str:
-    try:
-        from labkit.models import arch_of
-    except ImportError:
-        return "baichuan" if "baichuan" in str(getattr(model.config, "model_type", "")).lower() else "llama"
-    return arch_of(model)
-
-
-def _parse_targets(spec: str) -> list[str]:
-    from labkit.train.flags import _list_spec
-
-    return _list_spec(spec).split(",")
-
-
-def _preset_targets(arch: str) -> list[str]:
-    return ["W_pack"] if arch == "baichuan" else ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
-def _peft_attach(model, targets, r, alpha, dropout):
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                                            task_type="CAUSAL_LM", bias="none"))
 
 
 def split_examples(examples: list, val_set_size: float, seed: int) -> tuple[list, list]:
@@ -185,20 +159,7 @@ def batching(cfg: TrainConfig, tokenizer, train_ds, eval_ds):
         if dtype == torch.float16 and not on_cuda():
             dtype = torch.float32
         return train_ds, eval_ds, packing.PackedCollator(tokenizer, dtype=dtype)
-    return train_ds, eval_ds, _make(packing.PaddingCollator, tokenizer)
-
-
-def _make(cls, tokenizer):
-    try:
-        return cls(tokenizer)
-    except TypeError:
-        return cls(pad_token_id=tokenizer.pad_token_id) if _takes(cls, "pad_token_id") else cls()
-
-
-def _takes(cls, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(cls).parameters
+    return train_ds, eval_ds, packing.PaddingCollator(tokenizer)
 
 
 def _as_dict(obj) -> dict:
@@ -350,10 +311,8 @@ def _verify(out: Path) -> dict:
     """The saved adapter holds A and B for every targeted module (labkit.models.integrity), as safetensors."""
     if not (out / "adapter_model.safetensors").is_file():
         raise LabkitError(f"{out}: adapter_model.safetensors was not written")
-    try:
-        from labkit.models.integrity import verify_adapter_dir
-    except ImportError:
-        return {}
+    from labkit.models.integrity import verify_adapter_dir
+
     # against the base config named in adapter_config.json (or the layers in the file); passing the PeftModel
     # itself would hide its wrapped linears from the check
     return verify_adapter_dir(out)
