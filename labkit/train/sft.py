@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labkit.errors import LabkitError
+from labkit.log import notice, warn
 from labkit.train import checkpoints as ck
 from labkit.train.config import TrainConfig
 
@@ -37,22 +38,20 @@ def on_cuda() -> bool:
 
 
 def resolve_base(cfg: TrainConfig) -> str:
-    """The base model folder: cfg.base_model, or labkit's tiny model of cfg.arch."""
-    if cfg.base_model:
-        return cfg.base_model
-    from labkit.models.tiny import tiny_model_path
+    """The base model folder of cfg.base_model (labkit.models.resolve_base: "" / tiny-llama / tiny-baichuan / a folder)."""
+    from labkit.models import resolve_base as resolve_model
 
-    return str(tiny_model_path(cfg.arch))
+    return str(resolve_model(cfg.base_model, cfg.arch))
 
 
-def load_base(cfg: TrainConfig):
+def load_base(cfg: TrainConfig, path: str | None = None):
     """(model, tokenizer) for cfg: labkit.models.load_model at cfg.precision (fp16 on CPU falls back to fp32)."""
     from labkit.models import load_model, load_tokenizer
 
-    path = resolve_base(cfg)
+    path = path or resolve_base(cfg)
     precision = cfg.precision
     if precision == "fp16" and not on_cuda():
-        print("notice: fp16 needs a CUDA GPU; loading the base in fp32 on CPU", flush=True)
+        notice("fp16 needs a CUDA GPU; loading the base in fp32 on CPU")
         precision = "fp32"
     model = load_model(path, precision=precision, attn_implementation=cfg.attn_implementation)
     return model, load_tokenizer(path)
@@ -75,9 +74,9 @@ def add_lora(model, cfg: TrainConfig):
     elif cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input under frozen embeddings
     from labkit.models import arch_of
-    from labkit.models.lora import attach_lora, parse_targets, preset_targets
+    from labkit.models.lora import attach_lora, preset_targets, resolve_targets
 
-    targets = parse_targets(cfg.lora_target) if cfg.lora_target else preset_targets(arch_of(model))
+    targets = resolve_targets(model, cfg.lora_target) if cfg.lora_target else preset_targets(arch_of(model))
     model = attach_lora(model, targets, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     for p in model.parameters():  # fp16/bf16 bases: the LoRA weights and their optimizer state stay fp32
         if p.requires_grad and p.dtype != torch.float32:
@@ -86,80 +85,110 @@ def add_lora(model, cfg: TrainConfig):
 
 
 def split_examples(examples: list, val_set_size: float, seed: int) -> tuple[list, list]:
-    """Deterministic hold-out: val_set_size >= 1 is a count, (0, 1) a ratio."""
+    """Deterministic hold-out: val_set_size >= 1 is a count, (0, 1) a ratio (rounded up, as train_test_split)."""
     if not val_set_size:
         return list(examples), []
-    n_val = int(val_set_size) if val_set_size >= 1 else max(1, round(val_set_size * len(examples)))
+    n_val = int(val_set_size) if val_set_size >= 1 else max(1, math.ceil(val_set_size * len(examples)))
     if n_val >= len(examples):
-        raise LabkitError(f"val_set_size={val_set_size}: {n_val} held-out samples leave none of {len(examples)} to train")
+        raise LabkitError(f"val_set_size {val_set_size:g}: {n_val} held-out samples leave none of {len(examples)} "
+                          "to train; lower it (--val_set_size / --dev_ratio / val_size, 0 = no evaluation)")
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     val = set(order[:n_val])
     return [e for i, e in enumerate(examples) if i not in val], [examples[i] for i in sorted(val)]
 
 
-def load_examples(cfg: TrainConfig) -> tuple[list, Any]:
-    """Examples from the registry (cfg.datasets in cfg.dataset_dir) or a single file (cfg.data_path)."""
-    from labkit.data.registry import load_datasets
+def resolve_template(cfg: TrainConfig):
+    """The Template of cfg (unqualified names resolve by cfg.dialect); cfg.template becomes its qualified name."""
+    from labkit.data.templates import get_template
+
+    try:
+        template = get_template(cfg.template, cfg.dialect)
+    except LabkitError as err:
+        raise LabkitError(f"template {cfg.template!r}: {err}") from None
+    cfg.template = template.qualified_name
+    return template
+
+
+def _data_file(cfg: TrainConfig) -> Path:
+    """--data_path as an existing file; the message says what alpaca-lora would have done otherwise."""
+    path = Path(cfg.data_path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise LabkitError(f"--data_path {cfg.data_path}: is a folder; pass the .json or .jsonl file")
+    if path.suffix.lower() in (".json", ".jsonl"):
+        raise LabkitError(f"--data_path {cfg.data_path}: no such file; check the path")
+    raise LabkitError(f"--data_path {cfg.data_path}: no such file (alpaca-lora would download it as a hub dataset; "
+                      "labkit never downloads): download it and pass --data_path FILE.json")
+
+
+def _dataset_dir(cfg: TrainConfig) -> Path:
     from labkit.paths import data_dir
 
-    dataset_dir = Path(cfg.dataset_dir) if cfg.dataset_dir else data_dir()
-    if cfg.data_path:
-        path = Path(cfg.data_path).expanduser()
-        if path.is_file():
-            from labkit.data import registry
+    folder = Path(cfg.dataset_dir).expanduser() if cfg.dataset_dir else data_dir()
+    if not (folder / "dataset_info.json").is_file():
+        raise LabkitError(f"dataset_dir {cfg.dataset_dir or folder}: no dataset_info.json in {folder.resolve()}; pass "
+                          f"--dataset_dir FOLDER holding the registry (labkit's bundled datasets: {data_dir()})")
+    return folder
 
-            loader = getattr(registry, "load_file", None)
-            if loader is not None:
-                return loader(path, seed=cfg.seed)
-            return load_datasets(path.stem, dataset_dir=path.parent, seed=cfg.seed)
-        info = dataset_dir / "dataset_info.json"
-        if info.is_file() and path.stem in json.loads(info.read_text(encoding="utf-8")):
-            print(f"notice: --data_path {cfg.data_path} not found; using the registered dataset {path.stem!r} "
-                  f"of {info}", flush=True)
-            return load_datasets(path.stem, dataset_dir=dataset_dir, seed=cfg.seed)
-        raise LabkitError(f"--data_path {cfg.data_path}: no such file (and no dataset {path.stem!r} in {info})")
-    return load_datasets(cfg.datasets, dataset_dir=dataset_dir, seed=cfg.seed)
+
+def load_examples(cfg: TrainConfig) -> tuple[list, Any]:
+    """Examples from the registry (cfg.datasets in cfg.dataset_dir) or a single file (cfg.data_path).
+
+    LLaMA-Efficient-Tuning and LLaMA-Factory take max_samples of each dataset (the first ones); labkit and
+    alpaca-lora command lines take it of the whole mix. Lenient: failing records are dropped and counted.
+    """
+    from labkit.data.registry import load_datasets, load_file
+
+    strict = not cfg.lenient
+    if cfg.data_path:
+        examples, report = load_file(_data_file(cfg), strict=strict, seed=cfg.seed)
+    elif cfg.max_samples and cfg.dialect in ("let", "llamafactory"):
+        folder = _dataset_dir(cfg)
+        examples, report = [], None
+        for name in [n.strip() for n in cfg.datasets.split(",") if n.strip()]:
+            ex, rep = load_datasets(name, dataset_dir=folder, seed=cfg.seed, strict=strict, shuffle=False)
+            examples += ex[: cfg.max_samples]
+            if report is None:
+                report = rep
+            else:
+                report.merge(rep)
+    else:
+        examples, report = load_datasets(cfg.datasets, dataset_dir=_dataset_dir(cfg), seed=cfg.seed, strict=strict)
+    if cfg.max_samples and cfg.dialect not in ("let", "llamafactory"):
+        examples = examples[: cfg.max_samples]
+    if report is not None and report.rejected:
+        first = f" (first: {report.errors[0]})" if report.errors else ""
+        warn(f"--lenient: dropped {report.rejected} of {report.read} records that failed validation{first}")
+    if not examples:
+        raise LabkitError(f"{cfg.data_path or cfg.datasets}: no usable record; fix the data (labkit data check)")
+    return examples, report
 
 
 def prepare_data(cfg: TrainConfig, tokenizer) -> tuple[Any, Any, Any, dict]:
     """(train_dataset, eval_dataset|None, collator, summary): template, tokenize, hold out, pack or pad."""
-    from labkit.data.templates import get_template
     from labkit.data.tokenize import tokenize_examples
 
+    template = resolve_template(cfg)
     examples, report = load_examples(cfg)
-    if cfg.max_samples:
-        examples = examples[: cfg.max_samples]
     train_ex, val_ex = split_examples(examples, cfg.val_set_size, cfg.seed)
-    template = get_template(cfg.template)
-    train_ds, tok_report = tokenize_examples(train_ex, tokenizer, template, cfg.cutoff_len,
-                                             train_on_inputs=cfg.train_on_inputs)
+    rules = dict(train_on_inputs=cfg.train_on_inputs, max_source_length=cfg.max_source_length,
+                 max_target_length=cfg.max_target_length, add_eos_token=cfg.add_eos_token)
+    train_ds, tok_report = tokenize_examples(train_ex, tokenizer, template, cfg.cutoff_len, **rules)
     eval_ds = None
     if val_ex:
-        eval_ds, _ = tokenize_examples(val_ex, tokenizer, template, cfg.cutoff_len, train_on_inputs=cfg.train_on_inputs)
+        eval_ds, _ = tokenize_examples(val_ex, tokenizer, template, cfg.cutoff_len, **rules)
     summary = {"examples": len(examples), "train_examples": len(train_ex), "eval_examples": len(val_ex),
                "read": getattr(report, "read", None), "rejected": getattr(report, "rejected", None),
-               "tokenize": _as_dict(tok_report)}
+               "tokenize": _as_dict(tok_report), "template": template.qualified_name,
+               "template_source": getattr(template, "source", ""), "train_samples": len(train_ds),
+               "eval_samples": len(eval_ds) if eval_ds is not None else 0}
+    from labkit.train.batching import batching
+
     train_ds, eval_ds, collator = batching(cfg, tokenizer, train_ds, eval_ds)
     summary["train_rows"] = len(train_ds)
     return train_ds, eval_ds, collator, summary
-
-
-def batching(cfg: TrainConfig, tokenizer, train_ds, eval_ds):
-    """Packed rows + block-diagonal mask collator, or padding to the longest."""
-    from labkit.data import packing
-
-    if cfg.packing:
-        train_ds = packing.pack_dataset(train_ds, cfg.cutoff_len)
-        if eval_ds is not None:
-            eval_ds = packing.pack_dataset(eval_ds, cfg.cutoff_len)
-        import torch
-
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
-        if dtype == torch.float16 and not on_cuda():
-            dtype = torch.float32
-        return train_ds, eval_ds, packing.PackedCollator(tokenizer, dtype=dtype)
-    return train_ds, eval_ds, packing.PaddingCollator(tokenizer)
 
 
 def _as_dict(obj) -> dict:
@@ -176,7 +205,7 @@ def _as_dict(obj) -> dict:
     return {}
 
 
-def training_arguments(cfg: TrainConfig, output_dir: Path):
+def training_arguments(cfg: TrainConfig, output_dir: Path, report_to: list[str] | None = None):
     """TrainingArguments for cfg (CPU: use_cpu, gloo under torchrun; LoRA: find_unused_parameters False)."""
     from transformers import TrainingArguments
 
@@ -211,7 +240,8 @@ def training_arguments(cfg: TrainConfig, output_dir: Path):
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=not cuda,
-        report_to="none",
+        report_to=report_to or "none",
+        run_name=cfg.run_name or None,
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
         label_names=["labels"],
@@ -225,7 +255,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path):
     if cfg.group_by_length and not cfg.packing:
         kwargs["train_sampling_strategy"] = "group_by_length"
     elif cfg.group_by_length:
-        print("notice: group_by_length has no effect with packing (rows are already full); ignored", flush=True)
+        notice("group_by_length has no effect with packing (rows are already full); ignored")
     kwargs.update(cfg.extra)
     return TrainingArguments(**kwargs)
 
@@ -236,49 +266,149 @@ def output_dir_of(cfg: TrainConfig) -> Path:
     return resolve_output(cfg.output_dir, "lora")
 
 
-def run_training(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None,
-                 data_collator=None, callbacks=()) -> TrainResult:
-    """Train a LoRA adapter per cfg; model/tokenizer/datasets/collator may be given (notebooks, tests)."""
-    import torch
+def reporters(cfg: TrainConfig, out: Path) -> list[str]:
+    """TrainingArguments.report_to for cfg: tensorboard event files in <out>/runs; wandb offline, if installed."""
+    import importlib.util
 
-    from labkit.train.callbacks import FaultCallback, LabkitTrainer, adapter_change, trainable_snapshot
-    from labkit.train.plots import plot_loss
+    targets = []
+    for name in cfg.report_targets:
+        if name == "wandb":
+            if importlib.util.find_spec("wandb") is None:
+                notice("report_to wandb: wandb is not installed, so nothing goes to wandb (the loss curve and "
+                       f"metrics are in {out}); pip install wandb for offline wandb runs, or use --report_to tensorboard")
+                continue
+            if os.environ.get("WANDB_MODE") != "disabled":
+                os.environ["WANDB_MODE"] = "offline"  # never online from here; `wandb sync` uploads later
+            if cfg.wandb_project:
+                os.environ["WANDB_PROJECT"] = cfg.wandb_project
+            os.environ.setdefault("WANDB_DIR", str(out))
+            notice(f"report_to wandb: offline run under {out / 'wandb'} (upload later with `wandb sync`)")
+        elif name == "tensorboard":
+            notice(f"report_to tensorboard: event files under {out / 'runs'} (tensorboard --logdir {out / 'runs'})")
+        targets.append(name)
+    return targets
 
-    out = output_dir_of(cfg)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+
+def _resume_point(cfg: TrainConfig, out: Path, rank0: bool):
+    """The checkpoint to resume from (None = fresh); a notice when a fresh run lands on old checkpoints."""
     resume = ck.resolve_resume(cfg.resume_from_checkpoint, out)
     if resume is None and not cfg.resume_from_checkpoint and not cfg.overwrite_output_dir and rank0:
         done = ck.list_checkpoints(out)
         if done:
-            print(f"notice: {out} already holds {len(done)} checkpoint(s); starting fresh "
-                  "(--resume_from_checkpoint auto continues the newest complete one)", flush=True)
+            notice(f"{out} already holds {len(done)} checkpoint(s); starting fresh "
+                   "(--resume_from_checkpoint auto continues the newest complete one)")
+    return resume
+
+
+def _prepare_resume(resume: Path | None, out: Path, rank0: bool) -> None:
     if resume is not None and rank0:  # other ranks read the state only after the Trainer's first barrier
         if resume.parent.resolve() == out.resolve():
             ck.drop_stale_after(out, ck.step_of(resume) or 0)
         ck.repair_best_checkpoint(resume, out)
+
+
+def _arch(model, default: str) -> str:
+    from labkit.models import arch_of
+
+    try:
+        return arch_of(model)
+    except LabkitError:
+        return default
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before its model loads."""
+
+    base: str  # resolved base folder ("" when the model was passed in)
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any
+    data_collator: Any
+    summary: dict
+    plan: Any  # labkit.train.plan.TrainPlan
+
+
+def prepare_run(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None,
+                data_collator=None, data_summary: dict | None = None) -> Prepared:
+    """Base folder and its arch, template, data, tokenization and the plan, without loading the model.
+
+    A mistake in any of them costs seconds and leaves the output folder untouched. `data_summary` (from
+    prepare_data) gives the plan the sample counts when the datasets are passed in already packed.
+    """
+    from labkit.train.plan import make_plan
+
+    base = ""
+    if model is None:
+        base = resolve_base(cfg)
+        from labkit.models import arch_of
+
+        cfg.arch = arch_of(base)
+    else:
+        cfg.arch = _arch(model, cfg.arch)
+    summary: dict = dict(data_summary or {})
+    if train_dataset is None:
+        if tokenizer is None:
+            if not base:
+                raise LabkitError("run_training: a model was given without its tokenizer; pass tokenizer=")
+            from labkit.models import load_tokenizer
+
+            tokenizer = load_tokenizer(base)
+        train_dataset, eval_dataset, data_collator, summary = prepare_data(cfg, tokenizer)
+    n_eval = summary.get("eval_samples", len(eval_dataset) if eval_dataset is not None else 0)
+    plan = make_plan(cfg, summary.get("train_samples", len(train_dataset)), n_eval, base_model=base,
+                     template_source=summary.get("template_source", ""))
+    return Prepared(base, tokenizer, train_dataset, eval_dataset, data_collator, summary, plan)
+
+
+def run_training(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None,
+                 data_collator=None, callbacks=(), data_summary: dict | None = None) -> TrainResult:
+    """Train a LoRA adapter per cfg; model/tokenizer/datasets/collator may be given (notebooks, tests).
+
+    Everything but the model is checked first (prepare_run) and the plan printed before the model loads.
+    """
+    out = output_dir_of(cfg)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    resume = _resume_point(cfg, out, rank0)
+    prep = prepare_run(cfg, model=model, tokenizer=tokenizer, train_dataset=train_dataset,
+                       eval_dataset=eval_dataset, data_collator=data_collator, data_summary=data_summary)
+    if rank0:
+        for line in prep.plan.lines():
+            notice(line)
+    report_to = reporters(cfg, out) if rank0 else [n for n in cfg.report_targets if n != "wandb"]
+    _prepare_resume(resume, out, rank0)
+    return _train(cfg, out, prep, resume, report_to, model=model, callbacks=callbacks)
+
+
+def _train(cfg: TrainConfig, out: Path, prep: Prepared, resume, report_to, *, model, callbacks) -> TrainResult:
+    """Load (if needed), attach LoRA, train, save, verify; the plan goes into labkit_train.json."""
     from transformers import set_seed
 
+    from labkit.train.callbacks import FaultCallback, LabkitTrainer, adapter_change, trainable_snapshot
+
+    plan, summary, eval_dataset = prep.plan, prep.summary, prep.eval_dataset
     set_seed(cfg.seed)
     if model is None:
-        model, tok = load_base(cfg)
-        tokenizer = tokenizer or tok
+        model, _ = load_base(cfg, prep.base)
     model = add_lora(model, cfg)
-    summary: dict = {}
-    if train_dataset is None:
-        train_dataset, eval_dataset, data_collator, summary = prepare_data(cfg, tokenizer)
-    args = training_arguments(cfg, out)
-    trainer = LabkitTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                            data_collator=data_collator, callbacks=[FaultCallback(), *callbacks])
+    plan.lora_targets = _lora_targets(model)
+    args = training_arguments(cfg, out, report_to)
+    trainer = LabkitTrainer(model=model, args=args, train_dataset=prep.train_dataset, eval_dataset=eval_dataset,
+                            data_collator=prep.data_collator, callbacks=[FaultCallback(), *callbacks])
     before = trainable_snapshot(model)
     t0 = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
     change = adapter_change(model, before)
+    if trainer.state.max_steps != plan.planned_steps and trainer.is_world_process_zero():
+        warn(f"the trainer ran a schedule of {trainer.state.max_steps} optimizer steps where the plan says "
+             f"{plan.planned_steps} ({plan.train_samples} samples, {plan.samples_per_step} per step): steps are "
+             "not counted in samples on this path")
     metrics = dict(train_out.metrics)
     metrics.update(train_seconds=round(seconds, 3), trained_tokens=trainer.label_tokens,
                    train_tokens_per_s=round(trainer.label_tokens / max(seconds, 1e-9), 1),
                    global_step=trainer.state.global_step, adapter_change=change,
-                   resumed_from=str(resume) if resume else None)
+                   resumed_from=str(resume) if resume else None, planned_steps=plan.planned_steps)
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     if losses:
         metrics["final_train_loss"] = losses[-1]
@@ -286,25 +416,45 @@ def run_training(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     if not change["changed"]:
-        print(f"warning: the adapter did not change during training ({change['unchanged']} of {change['tensors']} "
-              "tensors identical): check learning_rate, targets and that labels are not all -100", file=sys.stderr)
-    plot = None
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(out))  # final adapter (best one with load_best_model_at_end)
-        trainer.save_state()
-        metrics["adapter_check"] = _verify(out)
-        cfg.save(out / CONFIG_FILE)
-        if cfg.plot_loss:
-            import matplotlib.pyplot as plt
-
-            fig = plot_loss(trainer.state.log_history, out / PLOT_FILE, title=f"loss: {out.name}")
-            plt.close(fig)
-            plot = out / PLOT_FILE
-        metrics["data"] = summary
-        (out / METRICS_FILE).write_text(json.dumps(_jsonable(metrics), indent=2, ensure_ascii=False) + "\n",
-                                        encoding="utf-8")
+        warn(f"the adapter did not change during training ({change['unchanged']} of {change['tensors']} tensors "
+             "identical): check learning_rate, targets and that labels are not all -100")
+    plot = _save(trainer, cfg, out, plan, metrics, summary)
     return TrainResult(output_dir=out, metrics=metrics, log_history=list(trainer.state.log_history),
                        loss_plot=plot, resumed_from=resume, data_summary=summary)
+
+
+def _lora_targets(model) -> list[str]:
+    """Short names of the modules that carry LoRA weights."""
+    names = []
+    for full, _ in model.named_parameters():
+        if ".lora_A." in full:
+            short = full.split(".lora_A.")[0].split(".")[-1]
+            if short not in names:
+                names.append(short)
+    return names
+
+
+def _save(trainer, cfg: TrainConfig, out: Path, plan, metrics: dict, summary: dict) -> Path | None:
+    """Rank 0: final adapter (verified), trainer state, labkit_train.json (config + plan), loss plot, metrics."""
+    if not trainer.is_world_process_zero():
+        return None
+    from labkit.train.plots import plot_loss
+
+    trainer.save_model(str(out))  # final adapter (best one with load_best_model_at_end)
+    trainer.save_state()
+    metrics["adapter_check"] = _verify(out)
+    cfg.save(out / CONFIG_FILE, plan=plan.to_dict())
+    plot = None
+    if cfg.plot_loss:
+        import matplotlib.pyplot as plt
+
+        fig = plot_loss(trainer.state.log_history, out / PLOT_FILE, title=f"loss: {out.name}")
+        plt.close(fig)
+        plot = out / PLOT_FILE
+    metrics["data"] = summary
+    (out / METRICS_FILE).write_text(json.dumps(_jsonable(metrics), indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    return plot
 
 
 def _verify(out: Path) -> dict:
