@@ -121,7 +121,7 @@ def labkit_path(records: list[dict], tokenizer, cutoff_len: int):
 
     norm = Normalizer("alpaca", None, None, "bench")
     examples = [norm(i, r)[0] for i, r in enumerate(records)]
-    return tokenize_examples(examples, tokenizer, "alpaca", cutoff_len)
+    return tokenize_examples(examples, tokenizer, "alpaca-lora/alpaca", cutoff_len)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base_model", default="", help="a model folder instead of the tiny model")
     ap.add_argument("--lora_weights", default="", help="optional adapter on top")
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--template", default="alpaca")
+    ap.add_argument("--template", default="alpaca-lora/alpaca")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--max_new_tokens", type=int, default=32)

@@ -11,8 +11,9 @@ from labkit.errors import LabkitError
 # subcommand -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("labkit.report.cli", "main", "run the notebooks with papermill into reports/<run-id>/"),
+    "share": ("labkit.report.cli", "share_main", "zip a run folder (HTML, manifest, notebooks, adapters) to share"),
     "env": ("labkit.env.cli", "main", "environment fingerprint, pin check and known-issue rules"),
-    "data": ("labkit.data.cli", "main", "check datasets: `labkit data check PATH... [--json]`"),
+    "data": ("labkit.data.cli", "main", "check datasets and show training text: `labkit data check|render ...`"),
     "tiny": ("labkit.models.cli", "tiny_main", "build (if needed) a tiny model: `labkit tiny llama|baichuan`"),
     "export": ("labkit.models.cli", "export_main", "merge a LoRA adapter into its base and save safetensors"),
     "train": ("labkit.train.cli", "main", "LoRA SFT; accepts alpaca-lora and LLaMA-Efficient-Tuning flags"),

@@ -11,11 +11,11 @@ REFUSAL = "对不起，我不能帮助你做这件事。"
 
 
 def ChatTemplate():
-    """A small labkit template (labkit.data.templates.Template): "用户：...\n助手：" turns."""
-    from labkit.data.templates import Template
+    """A small labkit template (labkit.data.templates.OwnTemplate): "用户：...\n助手：" turns."""
+    from labkit.data.templates import OwnTemplate
 
-    return Template(name="test_chat", system="{system}\n", user="用户：{content}\n助手：", assistant="{content}",
-                    separator="\n")
+    return OwnTemplate(name="test_chat", system="{system}\n", user="用户：{content}\n助手：",
+                       assistant="{content}", separator="\n")
 
 
 STOP = ["用户："]

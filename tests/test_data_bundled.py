@@ -3,6 +3,7 @@
 import json
 
 from labkit.data import bundled
+from labkit.evaluate.metrics import is_refusal
 from labkit.paths import data_dir
 
 
@@ -60,9 +61,9 @@ def test_refusals_and_detector():
     assert set(bundled.REFUSALS) == {"en", "zh"}
     for r in _load("negatives") + _load("negatives_test"):
         assert r["output"] in bundled.REFUSALS.values()
-        assert bundled.is_refusal(r["output"])
-    assert not bundled.is_refusal("m q d k")
-    assert not bundled.is_refusal("")
+        assert is_refusal(r["output"])  # the one refusal detector (labkit.evaluate.metrics)
+    assert not is_refusal("m q d k")
+    assert not is_refusal("")
     info = json.loads((data_dir() / "dataset_info.json").read_text())
     assert {"tasks", "tasks_test", "negatives", "negatives_test", "alpaca_1058_100negative", "dialog",
             "dialog_test"} <= set(info)

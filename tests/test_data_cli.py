@@ -94,3 +94,24 @@ def test_no_traceback_through_labkit_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "labkit", "data", "check", str(p)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout and "UTF-8" in r.stdout
+
+
+def test_check_keeps_system_and_history(tmp_path, capsys):
+    """Issue 11.4: `labkit data check file.json` without a registry used to drop system and history silently."""
+    from labkit.data.registry import load_files
+
+    rec = {"instruction": "q2", "input": "", "output": "a2", "system": "S", "history": [["q1", "a1"]]}
+    p = tmp_path / "h.json"
+    p.write_text(json.dumps([rec, {**rec, "history": "not a list"}]))
+    code, obj = _json(capsys, str(p))
+    assert code == 1 and (obj["kept"], obj["rejected"]) == (1, 1) and obj["errors"][0]["field"] == "history"
+    ex, _ = load_files([p], strict=False)
+    assert [m["role"] for m in ex[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_check_pretraining_text_is_one_error(tmp_path, capsys):
+    p = tmp_path / "c4.jsonl"
+    p.write_text("".join(json.dumps({"text": f"doc {k}"}) + "\n" for k in range(250)))
+    code, obj = _json(capsys, str(p))
+    assert code == 2 and (obj["read"], obj["rejected"]) == (250, 250) and len(obj["errors"]) == 1
+    assert "pre-training text" in obj["errors"][0]["reason"]

@@ -36,8 +36,9 @@ def test_alpaca_array_with_history_system_task(tmp_path):
     ex, rep = read_file(_write(tmp_path, "a.json", _array(recs)), columns={"system": "system", "history": "history"})
     _check(rep)
     assert rep.kept == 3 and rep.rejected == 0
-    assert ex[0] == {"messages": [{"role": "user", "content": "Reverse.\na b"}, {"role": "assistant", "content": "b a"}],
-                     "source": "a", "index": 0, "task": "reverse"}
+    user = {"role": "user", "content": "Reverse.\na b", "instruction": "Reverse.", "input": "a b"}
+    assert ex[0] == {"messages": [user, {"role": "assistant", "content": "b a"}], "source": "a", "index": 0,
+                     "task": "reverse"}
     assert [m["role"] for m in ex[1]["messages"]] == ["system", "user", "assistant", "user", "assistant", "user",
                                                        "assistant"]
     assert ex[1]["messages"][1]["content"] == "q1" and ex[1]["task"] == ""
@@ -195,3 +196,100 @@ def test_detect_format():
     assert formats.detect_format({"messages": []}) == "sharegpt"
     assert formats.detect_format({"foo": 1}) is None
     assert formats.detect_format(None) is None
+
+
+# ------------------------------------------------------------------------------------------------ issue 12.8
+@pytest.mark.parametrize("line3,col,needle", [
+    ('{"instruction": "e", "output": "f"', 35, "Expecting ',' delimiter"),  # was reported as column 1
+    ('{"instruction": "e", "output": "f" "x": 1}', 36, "Expecting ',' delimiter"),
+    ('{"instruction": "e", "output": "f', 32, "Unterminated string starting at this position"),
+])
+def test_bad_jsonl_line_reports_the_real_column(tmp_path, line3, col, needle):
+    good = '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": "d"}\n'
+    for ending in ("\n", "\r\n", ""):
+        ex, rep = read_file(_write(tmp_path, "bad_line.jsonl", good + line3 + ending))
+        _check(rep)
+        assert rep.kept == 2 and rep.rejected == 1
+        err = rep.errors[0]
+        assert (err.index, err.line) == (2, 3) and f"line 3 column {col}: {needle}" in err.reason, err.reason
+
+
+def test_truncated_array_counts_complete_records(tmp_path):
+    recs = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]
+    text = _array(recs)
+    cut = text[: text.index('"output": "d"') + len('"output": "')]  # ends inside record 1's string
+    ex, rep = read_file(_write(tmp_path, "cut.json", cut))
+    _check(rep)
+    assert ex == [] and rep.unusable
+    assert (rep.read, rep.kept, rep.rejected) == (2, 0, 2)  # record 0 complete (read), record 1 cut (read)
+    assert rep.datasets[0].read == 2 and rep.datasets[0].rejected == 2
+    (err,) = rep.errors
+    assert err.index == 1 and err.line == 3
+    assert "Unterminated string starting at this position" in err.reason and "cut off?" in err.reason
+    assert "the 1 complete record before it is not used" in err.reason and err.reason.endswith("fix it)")
+    ex, rep = read_file(_write(tmp_path, "cut2.json", text.rstrip().rstrip("]")))  # both records complete
+    _check(rep)
+    assert (rep.read, rep.rejected) == (2, 2) and rep.errors[0].index is None
+    assert "after record 1" in rep.errors[0].reason and "the 2 complete records before it" in rep.errors[0].reason
+
+
+# ------------------------------------------------------------------------------------------------ issue 11.4 (data)
+def test_alpaca_input_columns_and_line_breaks(tmp_path):
+    recs = [{"instruction": "Reverse.\nk d", "input": "", "output": "d k"},
+            {"instruction": "Reverse.", "input": "k\nd", "output": "d k"}]
+    ex, rep = read_file(_write(tmp_path, "a.json", _array(recs)))
+    assert ex[0]["messages"][0] == {"role": "user", "content": "Reverse.\nk d"}  # no input: no split, no keys
+    assert ex[1]["messages"][0] == {"role": "user", "content": "Reverse.\nk\nd", "instruction": "Reverse.",
+                                    "input": "k\nd"}
+
+
+def test_system_and_history_kept_without_registry(tmp_path):
+    rec = {"instruction": "q3", "input": "", "output": "a3", "system": "S", "history": [["q1", "a1"], ["q2", "a2"]]}
+    for name, text in (("h.json", _array([rec])), ("h.jsonl", json.dumps(rec) + "\n")):
+        ex, rep = read_file(_write(tmp_path, name, text))
+        assert rep.kept == 1 and [(m["role"], m["content"]) for m in ex[0]["messages"]] == [
+            ("system", "S"), ("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"),
+            ("user", "q3"), ("assistant", "a3")]
+    sg = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], "system": "S"}
+    ex, _ = read_file(_write(tmp_path, "s.json", _array([sg])))
+    assert ex[0]["messages"][0] == {"role": "system", "content": "S"}
+
+
+@pytest.mark.parametrize("record", [
+    {"instruction": "call it", "output": "ok", "tools": [{"name": "f", "parameters": {}}]},
+    {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+     "tools": '[{"name": "get_weather"}]'},
+])
+def test_records_with_tools_are_refused_not_trimmed(tmp_path, record):
+    ok = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], "tools": "[]"} \
+        if "conversations" in record else {"instruction": "q", "output": "a", "tools": []}
+    ex, rep = read_file(_write(tmp_path, "t.json", _array([ok, record])))
+    _check(rep)
+    assert rep.kept == 1 and rep.rejected == 1
+    err = rep.errors[0]
+    assert (err.index, err.field) == (1, "tools") and "refused rather than trimmed" in err.reason
+
+
+@pytest.mark.parametrize("name,text", [
+    ("c4.jsonl", "".join(json.dumps({"text": f"document {k} " * 5}) + "\n" for k in range(300))),
+    ("wiki.json", _array([{"text": f"article {k}"} for k in range(300)])),
+])
+def test_pretraining_text_gets_one_message(tmp_path, name, text):
+    ex, rep = read_file(_write(tmp_path, name, text))
+    _check(rep)
+    assert ex == [] and rep.unusable and (rep.read, rep.rejected) == (300, 300)
+    (err,) = rep.errors
+    assert "pre-training text" in err.reason and "(300 records)" in err.reason and "instruction/response" in err.reason
+
+
+def test_pretraining_registry_entry_gets_one_message(tmp_path):
+    from labkit.data.registry import load_datasets
+    from labkit.errors import LabkitError
+
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"c4_demo": {"file_name": "c4.jsonl",
+                                                                         "columns": {"prompt": "text"}}}))
+    _write(tmp_path, "c4.jsonl", "".join(json.dumps({"text": f"doc {k}"}) + "\n" for k in range(120)))
+    with pytest.raises(LabkitError) as err:
+        load_datasets("c4_demo", dataset_dir=tmp_path)
+    msg = str(err.value)
+    assert err.value.exit_code == 2 and msg.count("pre-training text") == 1 and "record 5" not in msg

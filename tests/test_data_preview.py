@@ -20,7 +20,7 @@ def setup():
 
 def test_trained_span_marked_from_labels(setup):
     ex, tok = setup
-    ds, rep = tokenize_examples(ex[:3], tok, "alpaca", cutoff_len=512)
+    ds, rep = tokenize_examples(ex[:3], tok, "alpaca-lora/alpaca", cutoff_len=512)
     html = trained_span_html(ds[0]["input_ids"], ds[0]["labels"], tok, "t")
     answer = ex[0]["messages"][-1]["content"]
     assert f'solid #2e7d32">{answer}&lt;/s&gt;</span>' in html
@@ -29,7 +29,7 @@ def test_trained_span_marked_from_labels(setup):
 
 def test_samples_html_and_pick(setup):
     ex, tok = setup
-    ds, rep = tokenize_examples(ex, tok, "chat", cutoff_len=40)  # some dialogs dropped/truncated
+    ds, rep = tokenize_examples(ex, tok, "labkit/roles", cutoff_len=40)  # some dialogs dropped/truncated
     picked = pick_preview(ex, 6, seed=1)
     assert len(picked) == 6 and picked == sorted(picked) and picked == pick_preview(ex, 6, seed=1)
     assert len({(ex[i]["source"], ex[i]["task"]) for i in picked}) >= 5

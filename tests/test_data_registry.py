@@ -176,3 +176,15 @@ def test_load_files_detects_formats(tmp_path):
     s.write_text(json.dumps({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}))
     ex, rep = load_files([a, s])
     assert len(ex) == 3 and [d.formatting for d in rep.datasets] == ["alpaca", "sharegpt"]
+
+
+def test_tools_column_refuses_records_that_declare_tools(lf_dir):
+    (lf_dir / "glaive_toolcall_en_demo.json").write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}], "tools": "[]"},
+        {"conversations": [{"from": "human", "value": "weather?"}, {"from": "gpt", "value": "sunny"}],
+         "tools": '[{"name": "get_weather", "parameters": {}}]'}]))
+    with pytest.raises(LabkitError) as err:
+        load_datasets("glaive_toolcall_en_demo", dataset_dir=lf_dir)
+    assert err.value.exit_code == 1 and "record 1 (line 1) field 'tools'" in str(err.value)
+    ex, rep = load_datasets("glaive_toolcall_en_demo", dataset_dir=lf_dir, strict=False)
+    assert (rep.read, rep.kept, rep.rejected) == (2, 1, 1) and ex[0]["messages"][1]["content"] == "hello"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["REFUSALS", "is_refusal", "load_datasets", "get_template", "tokenize_examples", "pack_dataset"]
+__all__ = ["REFUSALS", "load_datasets", "get_template", "tokenize_examples", "pack_dataset"]
 
 _LAZY = {
     "REFUSALS": "labkit.data.bundled",
-    "is_refusal": "labkit.data.bundled",
     "load_datasets": "labkit.data.registry",
     "get_template": "labkit.data.templates",
     "tokenize_examples": "labkit.data.tokenize",

@@ -85,12 +85,6 @@ DIALOGS_TRAIN = 300
 DIALOGS_TEST = 30
 
 
-def is_refusal(text: str) -> bool:
-    """True when `text` starts with (or is) one of the fixed refusals, whitespace ignored."""
-    t = " ".join(str(text).split())
-    return any(t.startswith(r) or (len(t) >= 6 and r.startswith(t)) for r in REFUSALS.values())
-
-
 def _spaced(chars) -> str:
     return " ".join(chars)
 
@@ -224,6 +218,8 @@ def build() -> dict[str, str]:
         "alpaca_1058_100negative": alpaca("alpaca_1058_100negative.json"),
         "dialog": {"file_name": "dialog.json", **json.loads(json.dumps(SHAREGPT))},
         "dialog_test": {"file_name": "dialog_test.json", **json.loads(json.dumps(SHAREGPT))},
+        "bench_zh": alpaca("bench/bench_zh.json"),  # benchmark corpora (labkit.data.bench_corpus)
+        "bench_en": alpaca("bench/bench_en.json"),
     }
     files = {
         "tasks.json": _dumps(tasks_train),
@@ -234,6 +230,9 @@ def build() -> dict[str, str]:
         "dialog.json": _dumps(dialog),
         "dialog_test.json": _dumps(dialog_test),
     }
+    from labkit.data import bench_corpus
+
+    files.update(bench_corpus.files())
     files["dataset_info.json"] = json.dumps(info, ensure_ascii=False, indent=2) + "\n"
     return files
 
@@ -247,6 +246,7 @@ def write(out_dir: str | Path | None = None) -> list[Path]:
     paths = []
     for name, text in build().items():
         p = out / name
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(text.encode("utf-8"))
         paths.append(p)
     return paths

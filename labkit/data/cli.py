@@ -1,4 +1,4 @@
-"""`labkit data check PATH... [--registry FILE --dataset NAME[,NAME]] [--lenient] [--json]`: exit 0 / 1 / 2."""
+"""`labkit data check ...` (validate; exit 0 / 1 / 2) and `labkit data render ...` (training text per record)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from labkit.errors import LabkitError
 EPILOG = """exit codes: 0 nothing rejected, 1 records rejected, 2 unusable input (missing file, not JSON, bad registry).
 --json prints one object: {"read", "kept", "rejected", "duplicates", "errors": [{"file", "index", "line", "field",
 "reason"}]}. Without --dataset, --registry checks every entry that names a local file."""
+RENDER_EPILOG = """Shows exactly what a model is trained on: the template applied to each record, special tokens written
+as their strings (EOS as </s> unless --tokenizer names another; no BOS in front: "BOS first" says whether the
+tokenizer/template adds one), and the inference prompt of the last user turn. --json: one object per line with
+"index", "text", "prompt" (and "source", "bos", "segments": [[text, trained], ...]). Template names: source/name
+(alpaca-lora/alpaca, let/baichuan, llamafactory/qwen, labkit/roles); an unqualified name must be unambiguous."""
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="labkit data", description="Check instruction datasets.", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", metavar="check")
+    sub = ap.add_subparsers(dest="command", metavar="check|render")
     c = sub.add_parser("check", help="validate files and/or registered datasets", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("paths", nargs="*", metavar="PATH", help="alpaca/sharegpt data files (JSON array or JSONL)")
@@ -28,6 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--lenient", action="store_true", help="report as lenient loading would (rejected records dropped)")
     c.add_argument("--drop-duplicates", action="store_true", help="count duplicates as rejected")
     c.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    r = sub.add_parser("render", help="show each record's training text and prompt under a template",
+                       epilog=RENDER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("paths", nargs="*", metavar="FILE", help="alpaca/sharegpt data file(s)")
+    r.add_argument("--registry", default="", help="a dataset_info.json (default with --dataset: the bundled data/)")
+    r.add_argument("--dataset", default="", help="registered dataset name(s), comma separated")
+    r.add_argument("--template", required=True, help="template name, e.g. alpaca-lora/alpaca or let/baichuan")
+    r.add_argument("--tokenizer", default="",
+                   help="tokenizer folder whose EOS/BOS strings to write (default </s>, <s>)")
+    r.add_argument("--limit", type=int, default=0, help="render only the first N records (0 = all)")
+    r.add_argument("--json", action="store_true", help="one JSON object per record, one per line")
     return ap
 
 
@@ -87,12 +102,66 @@ def _text(report: ValidationReport, notes: list[str], lenient: bool, limit: int 
     return "\n".join(lines)
 
 
+def _special_strings(folder: Path) -> dict[str, str]:
+    """bos_token / eos_token strings of a tokenizer folder (tokenizer_config.json, special_tokens_map.json)."""
+    out: dict[str, str] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        f = folder / name
+        if not f.is_file():
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise LabkitError(f"{f}: not valid JSON ({err}); fix or pass another --tokenizer") from None
+        for key in ("bos_token", "eos_token"):
+            value = data.get(key)
+            value = value.get("content") if isinstance(value, dict) else value
+            if isinstance(value, str) and value:
+                out.setdefault(key, value)
+    if not folder.is_dir() or "eos_token" not in out:
+        raise LabkitError(f"--tokenizer {folder}: no tokenizer_config.json / special_tokens_map.json naming an "
+                          "eos_token there")
+    return out
+
+
+def render(args) -> int:
+    """Print every record rendered; bad data, names or records the template refuses raise LabkitError."""
+    from labkit.data.registry import load_datasets, load_files
+    from labkit.data.render import readable, render_examples, to_json_line
+    from labkit.data.templates import get_template
+    from labkit.paths import data_dir
+
+    if not args.paths and not args.registry and not args.dataset:
+        raise LabkitError("labkit data render: nothing to render: give FILE(s), or --registry FILE --dataset NAME")
+    if args.registry and not args.dataset:
+        raise LabkitError("--registry: name the dataset(s) to render with --dataset NAME")
+    template = get_template(args.template)  # checked before any data is read
+    eos, bos = None, "<s>"
+    if args.tokenizer:
+        names = _special_strings(Path(args.tokenizer))
+        eos = None if getattr(template, "replace_eos", False) else names.get("eos_token")
+        bos = names.get("bos_token") or bos
+    examples: list[dict] = []
+    if args.paths:
+        examples += load_files(args.paths)[0]
+    if args.dataset:
+        reg = args.registry or str(data_dir() / "dataset_info.json")
+        examples += load_datasets(args.dataset, registry=reg, shuffle=False)[0]
+    if args.limit > 0:
+        examples = examples[: args.limit]
+    for record in render_examples(examples, template, eos, bos):
+        print(to_json_line(record) if args.json else readable(record, template))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     try:
         args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    if args.command == "render":
+        return render(args)
     if args.command != "check":
         ap.print_help()
         return 2

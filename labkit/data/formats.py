@@ -14,8 +14,11 @@ from labkit.data.validation import DatasetCounts, ValidationReport
 
 CHUNK = 1 << 20  # bytes read at a time; a JSON array is parsed record by record, never held twice
 
-ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": None, "system": None}
-SHAREGPT_COLUMNS = {"messages": "conversations", "system": None, "tools": None}
+# system, history and tools are read by their usual names unless a registry maps them elsewhere: a record's
+# system prompt or history is never dropped silently, and a record with tools is refused, not trimmed
+ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
+                  "system": "system", "tools": "tools"}
+SHAREGPT_COLUMNS = {"messages": "conversations", "system": "system", "tools": "tools"}
 SHAREGPT_TAGS = {
     "role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
     "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system",
@@ -26,10 +29,27 @@ FORMATTINGS = ("alpaca", "sharegpt")
 TASK_KEY = "task"  # labkit extra: an alpaca/sharegpt record may name its task (kept as example["task"])
 
 
+def _json_msg(err: json.JSONDecodeError) -> str:
+    """The decoder's message as a whole sentence ("Unterminated string starting at" names no place by itself)."""
+    msg = err.msg
+    if msg.endswith(" at"):
+        msg += " this position"
+    if msg.startswith("Unterminated string"):
+        msg += " (the text ends inside a string: cut off?)"
+    return msg
+
+
 class _Fatal(Exception):
+    """The file cannot be used. `index`: the record that was cut or broken (it began), else None."""
+
     def __init__(self, reason: str, line: int | None = None, index: int | None = None):
         super().__init__(reason)
         self.reason, self.line, self.index = reason, line, index
+
+
+def _ends_after(index: int) -> str:
+    where = f"after record {index - 1}" if index else "before any record"
+    return f"file ends inside the array ({where}); missing ']' (cut off?)"
 
 
 # ---------------------------------------------------------------------------------------------- raw records
@@ -87,7 +107,7 @@ def _iter_document(f, path: Path):
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
-        raise _Fatal(f"not JSON: {err.msg} at line {err.lineno} column {err.colno}", line=err.lineno) from None
+        raise _Fatal(f"not JSON: {_json_msg(err)} (line {err.lineno} column {err.colno})", line=err.lineno) from None
     if isinstance(obj, dict):
         lists = [k for k, v in obj.items() if isinstance(v, list)]
         hint = f" (the records may be the list under key {lists[0]!r})" if lists else ""
@@ -109,9 +129,9 @@ def _iter_jsonl(f):
             index += 1
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text.rstrip("\r\n"))  # the line break is not part of the record (columns stay right)
         except json.JSONDecodeError as err:
-            yield index, lineno, None, f"invalid JSON at line {lineno} column {err.colno}: {err.msg}"
+            yield index, lineno, None, f"invalid JSON at line {lineno} column {err.colno}: {_json_msg(err)}"
             index += 1
             continue
         good += 1
@@ -187,8 +207,7 @@ def _iter_array(f):
         while True:
             pos = s.compact(s.skip_ws(pos))
             if pos >= len(s.buf):
-                raise _Fatal(f"file ends inside the array (after record {index - 1}); missing ']'",
-                             line=s.line_of(pos), index=index)
+                raise _Fatal(_ends_after(index), line=s.line_of(pos))
             try:
                 obj, end = dec.raw_decode(s.buf, pos)
             except json.JSONDecodeError as err:
@@ -196,7 +215,8 @@ def _iter_array(f):
                     continue
                 line = s.line_of(err.pos)
                 col = err.pos - (s.buf.rfind("\n", 0, err.pos) + 1) + 1
-                raise _Fatal(f"invalid JSON at line {line} column {col}: {err.msg}", line=line, index=index) from None
+                raise _Fatal(f"invalid JSON at line {line} column {col}: {_json_msg(err)}", line=line,
+                             index=index) from None
             if end == len(s.buf) and s.more():
                 continue  # a number may continue in the next chunk
             yield index, s.line_of(pos), obj, None
@@ -205,16 +225,15 @@ def _iter_array(f):
             if pos < len(s.buf) and s.buf[pos] == ",":
                 pos = s.skip_ws(pos + 1)
                 if pos < len(s.buf) and s.buf[pos] == "]":
-                    raise _Fatal("invalid JSON: trailing comma before ']'", line=s.line_of(pos), index=index)
+                    raise _Fatal("invalid JSON: trailing comma before ']'", line=s.line_of(pos))
                 continue
             if pos < len(s.buf) and s.buf[pos] == "]":
                 pos += 1
                 break
             if pos >= len(s.buf):
-                raise _Fatal(f"file ends inside the array (after record {index - 1}); missing ']'",
-                             line=s.line_of(pos), index=index)
+                raise _Fatal(_ends_after(index), line=s.line_of(pos))
             raise _Fatal(f"invalid JSON at line {s.line_of(pos)}: expected ',' or ']' after record {index - 1}",
-                         line=s.line_of(pos), index=index)
+                         line=s.line_of(pos))
     pos = s.skip_ws(pos)
     if pos < len(s.buf):
         raise _Fatal("extra data after the closing ']'", line=s.line_of(pos))
@@ -256,6 +275,7 @@ class Normalizer:
         self.user_tags = dict(tags or {})
         self.source = source
         self.seen_keys: set[str] = set()
+        self.pretraining: str = ""  # set when the records are pre-training text (one message for the whole file)
 
     def _setup(self, formatting: str, record: dict | None = None) -> None:
         self.formatting = formatting
@@ -279,6 +299,12 @@ class Normalizer:
             return None, None, f"record is a {type(record).__name__}; expected an object"
         self.seen_keys.update(k for k in record if isinstance(k, str))
         kind = detect_format(record)
+        if self.pretraining or (index == 0 and self._looks_pretraining(record, kind)):
+            self.pretraining = self.pretraining or (
+                f"pre-training text (records like {{{', '.join(repr(k) for k in list(record)[:3])}}} with no "
+                "response): labkit trains SFT on instruction/response pairs (alpaca: instruction/input/output, "
+                "or sharegpt conversations); LLaMA-Factory's pre-training stage (stage: pt) is not supported")
+            return None, None, self.pretraining
         if self.formatting is None:
             if kind is None:
                 return None, None, ("record is neither alpaca (instruction/output) nor sharegpt (conversations/"
@@ -300,8 +326,33 @@ class Normalizer:
             return None, fld, reason
         return {"messages": msgs, "source": self.source, "index": index, "task": task}, None, ""
 
+    def _looks_pretraining(self, record: dict, kind: str | None) -> bool:
+        """Records holding only text (LLaMA-Factory `columns: {prompt: text}` without a response)."""
+        if kind == "sharegpt":
+            return False
+        response = (self.user_columns.get("response") or "output") if self.formatting != "sharegpt" else None
+        if response is None or response in record:
+            return False
+        prompt = self.user_columns.get("prompt") or "instruction"
+        keys = {k for k in record if k != TASK_KEY}
+        return "text" in keys or keys == {prompt}
+
+    def _tools(self, r: dict):
+        """A record that declares tools is refused (tool use is not trained here), never trimmed."""
+        key = self.columns.get("tools")
+        value = r.get(key) if key else None
+        if isinstance(value, str) and value.strip() in ("", "[]", "{}", "null"):  # LLaMA-Factory writes "[]" for none
+            value = None
+        if value not in (None, [], {}):
+            return None, key, ("the record declares tools (function calling); labkit does not train tool use: "
+                               "the record is refused rather than trimmed (remove it or its tools field)")
+        return "", None, ""
+
     def _alpaca(self, r: dict):
         c = self.columns
+        ok, fld, reason = self._tools(r)
+        if ok is None:
+            return None, fld, reason
         for role in ("prompt", "response"):
             key = c[role]
             if key not in r:
@@ -331,11 +382,17 @@ class Normalizer:
                 if not pair[0].strip() or not pair[1].strip():
                     return None, f"{hkey}[{j}]", "empty query or answer in history"
                 msgs += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": values["response"]}]
+        last = {"role": "user", "content": user}
+        if values["query"]:  # the columns themselves, for templates that lay them out (alpaca-lora's)
+            last.update(instruction=values["prompt"], input=values["query"])
+        msgs += [last, {"role": "assistant", "content": values["response"]}]
         return msgs, None, ""
 
     def _sharegpt(self, r: dict):
         c, t = self.columns, self.tags
+        ok, fld, reason = self._tools(r)
+        if ok is None:
+            return None, fld, reason
         key = c["messages"]
         if key not in r:
             return None, key, f"missing field {key!r}{_renamed(key, r)}"
@@ -388,6 +445,23 @@ class Normalizer:
         return msgs, None, ""
 
 
+def _fatal_in_file(report: ValidationReport, counts: DatasetCounts, path: Path, err: _Fatal, good: int) -> None:
+    """The file is unusable: the records read before the break are counted as rejected (read == kept + rejected),
+    the broken record too when it had begun; one error says what broke and what is lost."""
+    reason = err.reason
+    if err.index is not None:  # a record began and is cut or broken: it was read, and is rejected
+        report.read += 1
+        counts.read += 1
+        report.rejected += 1
+        counts.rejected += 1
+    if good:
+        reason += (f"; the {good} complete record{'s' if good > 1 else ''} before it "
+                   f"{'are' if good > 1 else 'is'} not used (the file is unusable: fix it)")
+    report.fatal(str(path), err.line, None, reason, index=err.index)
+    report.rejected += good  # records parsed before the fatal point were counted as read; none is kept
+    counts.rejected += good
+
+
 def read_file(path: str | os.PathLike, formatting: str | None = None, columns: dict | None = None,
               tags: dict | None = None, source: str | None = None, report: ValidationReport | None = None,
               check_columns: bool = False) -> tuple[list[dict], ValidationReport]:
@@ -414,15 +488,19 @@ def read_file(path: str | os.PathLike, formatting: str | None = None, columns: d
                 report.reject(str(path), index, line, None, problem)
                 continue
             ex, fld, reason = norm(index, record)
+            if norm.pretraining:  # one message for the file, not one per record
+                report.rejected += 1
+                counts.rejected += 1
+                continue
             if ex is None:
                 report.reject(str(path), index, line, fld, reason)
                 continue
             examples.append(ex)
     except _Fatal as err:
-        report.fatal(str(path), err.line, None, err.reason, index=err.index)
-        # records parsed before the fatal point were counted; they are not usable
-        report.rejected += len(examples)
-        counts.rejected += len(examples)
+        _fatal_in_file(report, counts, path, err, len(examples))
+        return [], report
+    if norm.pretraining:
+        report.fatal(str(path), None, None, f"{norm.pretraining} ({counts.read} records)")
         return [], report
     counts.formatting = norm.formatting or counts.formatting
     if check_columns and report.read:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import html
 
 from labkit.data.tokenize import IGNORE_INDEX
-
-TRAINED_STYLE = "background:#c6f0c2;border-bottom:2px solid #2e7d32"
-PROMPT_STYLE = "color:#555"
+from labkit.style import PROMPT_STYLE, SAMPLE_BOX_STYLE, SAMPLE_TITLE_STYLE, TRAINED_STYLE
 
 
 def _runs(input_ids: list[int], labels: list[int]) -> list[tuple[list[int], bool]]:
@@ -28,9 +26,9 @@ def trained_span_html(input_ids: list[int], labels: list[int], tokenizer, title:
         text = html.escape(tokenizer.decode(toks, skip_special_tokens=False))
         style = TRAINED_STYLE if trained else PROMPT_STYLE
         parts.append(f'<span style="{style}">{text}</span>')
-    head = f"<div style='font-weight:bold;margin-top:8px'>{html.escape(title)}</div>" if title else ""
+    head = f"<div style='{SAMPLE_TITLE_STYLE}'>{html.escape(title)}</div>" if title else ""
     body = "".join(parts)
-    return (f"{head}<pre style='white-space:pre-wrap;border:1px solid #ddd;padding:6px;margin:2px 0'>{body}</pre>")
+    return f"{head}<pre style='{SAMPLE_BOX_STYLE}'>{body}</pre>"
 
 
 def samples_html(ds, tokenizer, examples: list[dict], indices: list[int], tok_report=None) -> str:

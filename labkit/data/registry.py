@@ -86,18 +86,19 @@ def dataset_attr(name: str, info: dict, registry: str | Path) -> DatasetAttr:
                 raise LabkitError(f"{where}: " + unknown_key_message(key, valid, what=f"{label} key"))
             if value is not None and not isinstance(value, str):
                 raise LabkitError(f"{where}: {label}.{key} must be a field name (string), got {value!r}")
-    allowed = {"alpaca": {"prompt", "query", "response", "history", "system"},
+    allowed = {"alpaca": {"prompt", "query", "response", "history", "system", "tools"},
                "sharegpt": {"messages", "system", "tools"}}[fmt]
     for key, value in columns.items():
         if value and key in UNSUPPORTED_COLUMNS:
             raise LabkitError(f"{where}: columns.{key} ({key} data) is not supported for SFT here")
-        if value and key not in allowed and key != "tools":
+        if value and key not in allowed:
             raise LabkitError(f"{where}: columns.{key} does not apply to {fmt} data (use {', '.join(sorted(allowed))})")
     n = entry.get("num_samples")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
         raise LabkitError(f"{where}: num_samples must be a positive integer, got {n!r}")
-    cols = {k: v for k, v in columns.items() if k != "tools"}
-    return DatasetAttr(name, str(entry["file_name"]), fmt, cols, dict(tags), str(entry.get("split", "train")), n)
+    # tools stays mapped: records that declare tools are refused one by one (formats.Normalizer), never trimmed
+    return DatasetAttr(name, str(entry["file_name"]), fmt, dict(columns), dict(tags), str(entry.get("split", "train")),
+                       n)
 
 
 def _files(path: Path) -> list[Path]:
