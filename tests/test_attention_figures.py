@@ -106,6 +106,7 @@ def test_show_explorer_static_when_headless(maps_pair, monkeypatch):
     assert isinstance(figs, list) and len(figs) == 1
     assert "layer 1, head 2" in figs[0].axes[0].get_title()
     monkeypatch.delenv("LABKIT_NOTEBOOK")
+    monkeypatch.setenv("LABKIT_WIDGETS", "widget")  # a JupyterLab user: pytest itself has no widget front-end
     w = explorer.show_explorer(base, mode="auto")
     assert w.controls["layer"].description == "layer"
     with pytest.raises(ValueError):

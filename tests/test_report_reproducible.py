@@ -8,6 +8,7 @@ import yaml
 
 from labkit.report import runner
 from labkit.report.params import notebook_parameters
+from labkit.report.rerun import rerun
 
 ROOT = Path(__file__).resolve().parents[1]
 # Smaller than tiny where a notebook declares the name; everything else keeps the tiny defaults.
@@ -26,10 +27,12 @@ def test_two_runs_give_identical_metrics(tmp_path):
     assert first.status == "ok", {k: v.get("error") for k, v in first.manifest["notebooks"].items()}
     assert any(first.manifest["notebooks"][p.stem]["metrics"] for p in notebooks[1:]), "no notebook recorded metrics"
 
-    second, diffs = runner.rerun(first.run_dir, reports_dir=reports, progress=False)
+    again = rerun(first.run_dir, reports_dir=reports, progress=False)
+    second = again.result
     assert second.status == "ok"
-    assert diffs == [], diffs
+    assert again.diffs == [] and again.verdict == "identical", again.diffs
     m = json.loads((second.run_dir / "manifest.json").read_text())
-    assert m["parameters"] == first.manifest["parameters"] and m["rerun_of"] == str(first.run_dir)
+    assert m["parameters"] == first.manifest["parameters"]
+    assert m["rerun_of"]["run_id"] == first.run_dir.name and m["rerun_of"]["verdict"] == "identical"
     index = (reports / "index.html").read_text()
     assert first.run_dir.name in index and second.run_dir.name in index

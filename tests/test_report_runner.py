@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import LabkitError
-from labkit.report import runner
+from labkit.report import kernels, runner
 from labkit.report.cli import main as run_main
+from labkit.report.compare import compare_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def test_bad_parameters_rejected_before_any_kernel(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a kernel was started")
 
-    monkeypatch.setattr(runner, "start_kernel", boom)
+    monkeypatch.setattr(kernels, "start_kernel", boom)
     reports = tmp_path / "reports"
     for bad in (["steps=abc"], ["no_such_param=1"], ["fail=maybe"], ["9lives=1"]):
         with pytest.raises(LabkitError):
@@ -148,14 +149,20 @@ def test_rerun_reports_changed_metrics(tmp_path, monkeypatch, capsys):
     assert run_main(["--rerun", str(first), "--no-progress"]) == 0
     out = capsys.readouterr().out
     same = Path(out.strip().splitlines()[-1])
-    assert "all metrics identical" in out
+    assert "metrics: all 2 identical" in out and "exact (rtol 0)" in out and "verdict: identical" in out
     m = json.loads((same / "manifest.json").read_text())
-    assert m["parameters"] == {"steps": 7} and list(m["notebooks"]) == ["01_second"] and m["rerun_of"] == str(first)
+    assert m["parameters"] == {"steps": 7} and list(m["notebooks"]) == ["01_second"]
+    assert m["rerun_of"]["run_id"] == first.name and m["rerun_of"]["verdict"] == "identical"
+    assert m["rerun_of"]["source"] == f"<root>/reports/{first.name}"  # inside the clone: relative to its root
 
     monkeypatch.setenv("LABKIT_TEST_VALUE", "2")
     assert run_main(["--rerun", str(first), "--no-progress"]) == 1
     out = capsys.readouterr().out
-    assert "1 metric(s) differ" in out and "01_second.value" in out and "1 -> 2" in out
+    assert "metrics: 1 of 2 differ" in out and "01_second.value" in out and "1 -> 2" in out
+    assert out.index("environment:") < out.index("metrics: 1 of 2") and "verdict: differs" in out
+    assert run_main(["--rerun", str(first), "--rtol", "0.6", "--no-progress"]) == 0  # |2-1| <= 0.6 * 2
+    out = capsys.readouterr().out
+    assert "metrics: all 2 identical" in out and "rtol 0.6" in out
 
 
 def test_shared_kernel_resets_between_notebooks(tmp_path):
@@ -175,13 +182,13 @@ def test_compare_ignores_timings_and_fingerprint():
     old = {"notebooks": {"a": {"metrics": {"train_runtime": 1.0, "fingerprint": {"ram_gb": 1}, "loss": 0.5}}}}
     new = {"notebooks": {"a": {"metrics": {"train_runtime": 2.0, "fingerprint": {"ram_gb": 2}, "loss": 0.5,
                                            "extra": 1}}}}
-    assert runner.compare_metrics(old, new) == [("a.extra", "<missing>", 1)]
-    # paths into each run's own folder are equal when relative to it
+    assert compare_metrics(old, new) == [("a.extra", "<missing>", 1)]
+    # manifests written before paths were portable: paths into each run's own folder compare relative to it
     old = {"run_dir": "/r/1", "notebooks": {"a": {"metrics": {"adapter_dir": "/r/1/lora", "files": ["/r/1/x"]}}}}
-    new = {"run_dir": "/r/2", "notebooks": {"a": {"metrics": {"adapter_dir": "/r/2/lora", "files": ["/r/2/x"]}}}}
-    assert runner.compare_metrics(old, new) == []
+    new = {"notebooks": {"a": {"metrics": {"adapter_dir": "<run>/lora", "files": ["<run>/x"]}}}}
+    assert compare_metrics(old, new) == []
     new["notebooks"]["a"]["metrics"]["adapter_dir"] = "/elsewhere/lora"
-    assert runner.compare_metrics(old, new) == [("a.adapter_dir", "<run_dir>/lora", "/elsewhere/lora")]
+    assert compare_metrics(old, new) == [("a.adapter_dir", "<run>/lora", "/elsewhere/lora")]
 
 
 def test_environment_notebook_acceptance(tmp_path):
@@ -231,3 +238,20 @@ def test_sigterm_marks_run_interrupted_and_stops_the_kernel(tmp_path):
     time.sleep(1)
     with pytest.raises(ProcessLookupError):
         os.kill(metrics["pid"], 0)  # the kernel is gone, not orphaned
+
+
+def test_run_options_reject_unknown_names():
+    with pytest.raises(TypeError, match="no_such_option"):
+        runner.run(no_such_option=1)
+
+
+def test_report_functions_are_short():
+    """The runner reads as steps: no function in labkit/report is over 80 lines."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "labkit" / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []

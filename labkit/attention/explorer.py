@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from labkit.attention.figures import explorer_figure, to_png
-
-
-def is_headless() -> bool:
-    """True under `labkit run` (the runner sets LABKIT_NOTEBOOK): widgets would render empty in the HTML report."""
-    return bool(os.environ.get("LABKIT_NOTEBOOK"))
+from labkit.widgets import is_headless
 
 
 def _as_dict(maps) -> dict:

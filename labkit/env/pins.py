@@ -84,9 +84,6 @@ def pin_rows(requirements: str | Path | None = None) -> list[dict[str, str]]:
 
 def style_pin_table(df):
     """A pandas Styler of `pin_table()` with mismatched and missing packages highlighted."""
-    colours = {"mismatch": "background-color: #ffd6d6; font-weight: bold", "missing": "background-color: #ffe9b3"}
+    from labkit.style import status_styler
 
-    def row_style(row):
-        return [colours.get(row["status"], "")] * len(row)
-
-    return df.style.apply(row_style, axis=1).hide(axis="index").set_properties(**{"text-align": "left"})
+    return status_styler(df)

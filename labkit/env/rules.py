@@ -138,9 +138,6 @@ def findings_table(findings: list[Finding]):
 
 def style_findings_table(df):
     """A pandas Styler of `findings_table()` with affected rules highlighted."""
-    colours = {"affected": "background-color: #fff0c2", "ok": "color: #137333", "n/a": "color: #777"}
+    from labkit.style import status_styler
 
-    def row_style(row):
-        return [colours.get(row["status"], "")] * len(row)
-
-    return df.style.apply(row_style, axis=1).hide(axis="index").set_properties(**{"text-align": "left"})
+    return status_styler(df)

@@ -16,13 +16,6 @@ _OFFLINE_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{% block extra_css %}
-<style type="text/css">
-/* labkit: offline report; a status banner for failed runs */
-.labkit-banner { padding: 8px 16px; margin: 8px 0; border-radius: 4px; font-family: sans-serif; }
-.labkit-banner.failed { background: #ffd6d6; border: 1px solid #c00; }
-</style>
-{% endblock extra_css %}
 """
 
 _REMOTE_ASSET = re.compile(r"<(script|link)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//[^>]*>(?:\s*</script>)?",
@@ -61,7 +54,7 @@ def remove_remote_assets(html: str) -> str:
     return _REMOTE_ASSET.sub("", html)
 
 
-def export_html(ipynb: str | Path, html_path: str | Path | None = None, banner: str | None = None) -> Path:
+def export_html(ipynb: str | Path, html_path: str | Path | None = None) -> Path:
     """Write a self-contained HTML next to (or at) `html_path`; returns its path."""
     import copy
 
@@ -74,8 +67,6 @@ def export_html(ipynb: str | Path, html_path: str | Path | None = None, banner: 
     nb = nbformat.read(ipynb, as_version=4)
     nb = copy.deepcopy(nb)
     strip_widgets(nb)
-    if banner:
-        nb.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
     exporter = HTMLExporter(
         template_name="lab",
         extra_loaders=[jinja2.DictLoader({"labkit_offline.html.j2": _OFFLINE_TEMPLATE})],

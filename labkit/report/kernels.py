@@ -1,4 +1,4 @@
-"""Jupyter kernels for the runner: this interpreter's kernelspec, start (IPC), reset when shared, stop, kill."""
+"""Jupyter kernels for the runner: this interpreter's kernelspec, start (IPC), shared reset, stop, kill; a run's set."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
 
 def start_kernel(kernel: str, cwd: Path, **env: str):
     """Start a kernel (IPC transport: local sockets, no TCP ports) with cwd and extra environment variables."""
-    from jupyter_client.manager import KernelManager
-
     import tempfile
+
+    from jupyter_client.manager import KernelManager
 
     sockets = tempfile.mkdtemp(prefix="labkit-kernel-")  # short path: unix socket names are limited to ~100 chars
     km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "k"))
@@ -155,3 +155,54 @@ def prepare_shared_kernel(km: Any, stem: str, timeout: float = 120) -> None:
             raise LabkitError(f"could not reset the shared kernel before {stem}: {reply['content'].get('evalue')}")
     finally:
         kc.stop_channels()
+
+
+class KernelSession:
+    """The kernels of one run, so the runner only asks for one per notebook and hands it back.
+
+    Fresh mode (default): a new kernel per notebook; the one handed back is asked to exit and is reaped two
+    notebooks later (it shuts down while the HTML is written and the next kernel starts). Shared mode: one
+    kernel for the whole run, its namespace reset before each notebook (heavy imports are paid once).
+    """
+
+    def __init__(self, name: str, cwd: Path, shared: bool = False, **env: str) -> None:
+        self.name, self.cwd, self.shared, self.env = name, cwd, shared, env
+        self._shared_km: Any = None
+        self._stopping: list[Any] = []
+
+    def acquire(self, stem: str) -> Any:
+        """A kernel ready to run notebook `stem` (LABKIT_NOTEBOOK set to it)."""
+        while len(self._stopping) > 1:  # kernels from two notebooks ago: long gone by now
+            finish_kernel(self._stopping.pop(0))
+        if self._shared_km is not None:
+            prepare_shared_kernel(self._shared_km, stem)
+            return self._shared_km
+        km = start_kernel(self.name, self.cwd, **self.env, LABKIT_NOTEBOOK=stem)
+        if self.shared:
+            self._shared_km = km
+        return km
+
+    def release(self, km: Any) -> None:
+        """After a notebook: a fresh kernel is asked to exit (reaped later); the shared one stays."""
+        if not self.shared:
+            stop_kernel(km, wait=False)
+            self._stopping.append(km)
+
+    def kill(self, km: Any) -> None:
+        """Ctrl-C or SIGTERM: the kernel goes now (its cell may run for hours)."""
+        kill_kernel(km)
+        if km is self._shared_km:
+            self._shared_km = None
+
+    def close(self, interrupted: bool = False) -> None:
+        """Stop every kernel still around: reaped after a normal end, killed after an interrupt."""
+        if self._shared_km is not None:
+            stop_kernel(self._shared_km, wait=False)
+            self._stopping.append(self._shared_km)
+            self._shared_km = None
+        for km in self._stopping:
+            if interrupted:
+                kill_kernel(km)
+            else:
+                finish_kernel(km)
+        self._stopping.clear()

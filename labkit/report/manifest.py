@@ -11,24 +11,39 @@ from typing import Any
 from labkit.errors import LabkitError
 
 MANIFEST = "manifest.json"
+# What "the code" of a run is, for `--rerun`'s account of what changed between two commits.
+CODE_PATHS = ("notebooks", "labkit", "profiles", "data")
+MAX_CHANGED = 50
+
+
+def _git(folder: str | Path, *args: str) -> str | None:
+    """stdout of `git -C folder ARGS` (trailing blanks stripped), or None when git is missing or the command fails."""
+    try:
+        res = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.rstrip() if res.returncode == 0 else None
 
 
 def git_info(folder: str | Path) -> dict[str, Any]:
-    """{"commit", "dirty", "branch"} of the repository holding `folder`; nulls outside git."""
-
-    def git(*args: str) -> str | None:
-        try:
-            res = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return res.stdout.strip() if res.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
+    """{"commit", "dirty", "branch", "changed_files", "changed"} of the repository holding `folder` (`changed`:
+    the first uncommitted paths, relative to the repository); nulls outside git."""
+    commit = _git(folder, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "branch": None}
-    status = git("status", "--porcelain")
-    return {"commit": commit, "dirty": bool(status), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-            "changed_files": len(status.splitlines()) if status else 0}
+    status = _git(folder, "status", "--porcelain") or ""
+    changed = [line[3:] for line in status.splitlines()]
+    return {"commit": commit, "dirty": bool(changed), "branch": _git(folder, "rev-parse", "--abbrev-ref", "HEAD"),
+            "changed_files": len(changed), "changed": changed[:MAX_CHANGED]}
+
+
+def changed_between(folder: str | Path, old: str, new: str, paths: tuple[str, ...] = CODE_PATHS) -> list[str] | None:
+    """Files under `paths` that differ between two commits of the repository holding `folder`; None when
+    `old` is not known there (another clone that never fetched it)."""
+    if _git(folder, "cat-file", "-e", f"{old}^{{commit}}") is None:
+        return None
+    out = _git(folder, "diff", "--name-only", old, new, "--", *paths)
+    return None if out is None else [line for line in out.splitlines() if line]
 
 
 def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:

@@ -284,7 +284,8 @@ def plan_parameters(selected: list[Path], all_notebooks: list[Path], profile_val
         values[name] = (value, None, "recorded parameters")
     for name, raw in (overrides or {}).items():
         if name not in declared_run:
-            where = "-p" + ("" if len(run_names) == len(all_notebooks) else f" (notebooks to run: {', '.join(run_names)})")
+            partial = len(run_names) != len(all_notebooks)
+            where = "-p" + (f" (notebooks to run: {', '.join(run_names)})" if partial else "")
             raise LabkitError(unknown_key_message(name, declared_run, what="parameter", source=where))
         values[name] = (_yaml_value(raw, name), raw, f"-p {name}={raw}")
 

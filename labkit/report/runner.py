@@ -1,4 +1,4 @@
-"""The papermill runner behind `labkit run`: notebooks in order into reports/<run-id>/ with HTML + manifest."""
+"""The papermill runner behind `labkit run`: plan -> run folder -> each notebook (execute, HTML, metrics) -> index."""
 
 from __future__ import annotations
 
@@ -6,31 +6,21 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from labkit.errors import LabkitError
-from labkit.report.kernels import (
-    ensure_kernel,
-    finish_kernel,
-    kill_kernel,
-    prepare_shared_kernel,
-    start_kernel,
-    stop_kernel,
-)
-from labkit.report.manifest import git_info, read_manifest, write_manifest
-from labkit.report.metrics import METRICS_DIRNAME, flatten, read_metrics, same_value
+from labkit.report import portable
+from labkit.report.kernels import KernelSession, ensure_kernel
+from labkit.report.manifest import git_info, write_manifest
+from labkit.report.metrics import METRICS_DIRNAME, read_metrics
 from labkit.report.params import Plan, load_profile, parse_overrides, plan_parameters
+from labkit.report.timings import cell_timings, time_table
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 ENV_NOTEBOOK = "00_environment"
-# Metrics whose leaf name matches are timings/throughput: they differ run to run and `--rerun` ignores them.
-VOLATILE = re.compile(r"(runtime|seconds|duration|elapsed|wall|_time$|time_s$|_s$|per_second|per_s$|"
-                      r"throughput|timestamp|tokens_per|samples_per|steps_per|flos|memory|rss|_mb$|_gb$)",
-                      re.IGNORECASE)
 
 
 def discover_notebooks(folder: str | Path) -> list[Path]:
@@ -76,6 +66,40 @@ def new_run_dir(reports_dir: Path, profile: str) -> Path:
 
 
 @dataclasses.dataclass
+class RunOptions:
+    """What to run and how (the CLI fills it from its flags; unknown names are a TypeError)."""
+
+    profile: str = "tiny"  # profiles/<name>.yaml or a YAML path
+    only: str | list[str] | None = None  # `--only 00,03`
+    overrides: list[str] | dict[str, str] | None = None  # `-p key=value` strings or {key: raw text}
+    parameters: dict[str, Any] | None = None  # already typed values (a rerun's recorded parameters)
+    notebooks_dir: str | Path | None = None  # default: <project root>/notebooks
+    reports_dir: str | Path | None = None  # default: <project root>/reports (LABKIT_REPORTS)
+    profiles_dir: str | Path | None = None
+    share_kernel: bool = False  # one kernel for all notebooks, namespace reset between them
+    progress: bool = True  # per-cell progress bar
+    log_output: bool = False  # stream cell output to the terminal
+    echo: Callable[[str], None] | None = None  # where progress lines go (default: print)
+    command: list[str] | None = None  # the command line, recorded in the manifest
+    start_timeout: int = 120  # seconds for a kernel to start
+    rerun_of: dict[str, Any] | None = None  # set by `--rerun`: which run this repeats
+    torch_details: bool = False  # the runner's fingerprint imports torch (CUDA, GPUs, bf16): a rerun compares them
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything validated before a run folder or a kernel exists."""
+
+    profile: str
+    root: Path  # the clone: folder holding notebooks/ (paths under it are recorded as <root>/...)
+    notebooks_dir: Path
+    reports_dir: Path
+    notebooks: list[Path]  # all of the workbook
+    selected: list[Path]  # the ones to run, in order
+    params: Plan
+
+
+@dataclasses.dataclass
 class RunResult:
     run_dir: Path
     status: str  # ok | failed | interrupted
@@ -86,50 +110,192 @@ class RunResult:
         return 0 if self.status == "ok" else 1
 
 
-def cell_timings(ipynb: Path) -> tuple[float, list[dict[str, Any]]]:
-    """(seconds in cells, the slowest cells [{"cell": In [n], "seconds", "source": first line}]) of an executed
-    notebook, from papermill's per-cell metadata."""
+@dataclasses.dataclass
+class RunState:
+    """A run in progress: its plan, folder and manifest (saved after every change)."""
+
+    opts: RunOptions
+    plan: RunPlan
+    run_dir: Path
+    manifest: dict[str, Any]
+    started: float
+
+    def say(self, line: str) -> None:
+        (self.opts.echo or (lambda s: print(s, flush=True)))(line)
+
+    def save(self) -> None:
+        write_manifest(self.run_dir, self.manifest)
+
+    def portable(self, value: Any, where: str) -> Any:
+        """`value` with paths as <run>/... or <root>/...; outside paths named in manifest paths.outside."""
+        return portable.to_portable(value, self.run_dir, self.plan.root, self.manifest["paths"]["outside"], where)
+
+
+def plan_run(opts: RunOptions) -> RunPlan:
+    """Notebooks, profile and parameters checked against the parameters cells (raises LabkitError, no kernel)."""
+    from labkit import paths
+
+    nb_dir = Path(opts.notebooks_dir).resolve() if opts.notebooks_dir else paths.notebooks_dir()
+    rep_dir = Path(opts.reports_dir).resolve() if opts.reports_dir else paths.reports_dir()
+    root = nb_dir.parent if opts.notebooks_dir else paths.project_root()
+    notebooks = discover_notebooks(nb_dir)
+    if not notebooks:
+        raise LabkitError(f"{nb_dir}: no notebooks named NN_*.ipynb")
+    selected = select_notebooks(notebooks, opts.only)
+    raw = opts.overrides if isinstance(opts.overrides, dict) else parse_overrides(opts.overrides)
+    if opts.parameters is None:
+        name, values, source = load_profile(opts.profile, opts.profiles_dir)
+    else:  # a rerun: the recorded values replace the profile file's (which may have changed or gone)
+        name, values, source = Path(opts.profile).stem, {}, Path(opts.profile)
+    params = plan_parameters(selected, notebooks, values, raw, typed=opts.parameters, profile_source=str(source))
+    return RunPlan(name, root, nb_dir, rep_dir, notebooks, selected, params)
+
+
+def prepare_run_folder(opts: RunOptions, plan: RunPlan, started: float) -> RunState:
+    """A new reports/<run-id>/ with a `running` manifest, listed in the index (`started`: perf_counter at start)."""
+    from labkit.env.fingerprint import fingerprint
+    from labkit.report.index import write_index
+
+    run_dir = new_run_dir(plan.reports_dir, plan.profile)
+    (run_dir / METRICS_DIRNAME).mkdir()
+    manifest: dict[str, Any] = {
+        "run_id": run_dir.name, "status": "running", "profile": plan.profile,
+        "paths": {**portable.LEGEND, "outside": {}},
+    }
+    state = RunState(opts, plan, run_dir, manifest, started)
+    partial = len(plan.selected) != len(plan.notebooks)
+    manifest.update({
+        "parameters": state.portable(plan.params.final, "parameters"),
+        "only": [p.stem for p in plan.selected] if partial else None,
+        "started": _now(), "finished": None, "duration_s": None,
+        "command": state.portable(opts.command, "command"),
+        "rerun_of": state.portable(opts.rerun_of, "rerun_of"),
+        "kernel": "shared" if opts.share_kernel else "fresh per notebook",
+        "git": git_info(plan.root),
+        "environment": state.portable(fingerprint(probe_quantization=False, torch_details=opts.torch_details),
+                                      "environment"),
+        "environment_source": "runner (versions only; notebook 00 records the full fingerprint)",
+        "notebooks": {p.stem: {"status": "pending",
+                               "parameters": state.portable(plan.params.effective[p.stem],
+                                                            f"notebooks.{p.stem}.parameters")}
+                      for p in plan.selected},
+    })
+    state.save()
+    write_index(plan.reports_dir)
+    state.say(f"labkit run: profile {plan.profile}, {len(plan.selected)} notebook(s) -> {run_dir}")
+    if plan.params.final:
+        shown = portable.resolve(plan.params.final, run_dir, plan.root)  # as the notebooks get them
+        state.say("parameters: " + ", ".join(f"{k}={v!r}" for k, v in shown.items()))
+    return state
+
+
+def execute_notebook(state: RunState, kernels: KernelSession, path: Path) -> str | None:
+    """Run one notebook with papermill into the run folder: the error text, or None when it ran clean."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    # a rerun's recorded <run>/... and <root>/... parameters point into this run and this clone
+    params = portable.resolve(state.plan.params.injected[path.stem], state.run_dir, state.plan.root)
+    km = None
     try:
-        nb = json.loads(ipynb.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return 0.0, []
-    cells = []
-    for cell in nb.get("cells", []):
-        pm = cell.get("metadata", {}).get("papermill") or {}
-        if cell.get("cell_type") == "code" and pm.get("duration") is not None:
-            src = cell.get("source", "")
-            src = "".join(src) if isinstance(src, list) else src
-            first = next((ln for ln in src.splitlines() if ln.strip()), "")
-            cells.append({"cell": cell.get("execution_count"), "seconds": round(float(pm["duration"]), 2),
-                          "source": first[:60]})
-    total = sum(c["seconds"] for c in cells)
-    return total, sorted(cells, key=lambda c: -c["seconds"])[:3]
+        km = kernels.acquire(path.stem)
+        pm.execute_notebook(str(path), str(state.run_dir / path.name), parameters=params, kernel_name=kernels.name,
+                            cwd=str(state.plan.notebooks_dir), progress_bar=state.opts.progress,
+                            log_output=state.opts.log_output, start_timeout=state.opts.start_timeout, km=km)
+    except KeyboardInterrupt:
+        if km is not None:
+            kernels.kill(km)
+        raise
+    except PapermillExecutionError as err:
+        error: str | None = f"{err.ename}: {err.evalue} (cell In [{err.exec_count}])"
+    except Exception as err:  # kernel died, timeout, unreadable notebook ...
+        error = f"{type(err).__name__}: {err}"
+    else:
+        error = None
+    if km is not None:
+        kernels.release(km)  # it exits while the HTML is written and the next kernel starts
+    return error
 
 
-def time_table(manifest: dict[str, Any]) -> str:
-    """Per-notebook seconds: cells, overhead (kernel start, papermill), HTML export, total."""
-    lines = [f"{'notebook':<24} {'status':<11} {'cells':>7} {'overhead':>9} {'html':>6} {'total':>7}"]
-    tot = {"cells_s": 0.0, "overhead_s": 0.0, "html_s": 0.0, "duration_s": 0.0}
-    for stem, info in manifest["notebooks"].items():
-        if info.get("status") in ("pending", "skipped"):
-            lines.append(f"{stem:<24} {info.get('status'):<11}")
-            continue
-        vals = {k: float(info.get(k) or 0.0) for k in tot}
-        for k in tot:
-            tot[k] += vals[k]
-        lines.append(f"{stem:<24} {info.get('status', ''):<11} {vals['cells_s']:>7.1f} {vals['overhead_s']:>9.1f} "
-                     f"{vals['html_s']:>6.1f} {vals['duration_s']:>7.1f}")
-    lines.append(f"{'total (s)':<24} {'':<11} {tot['cells_s']:>7.1f} {tot['overhead_s']:>9.1f} {tot['html_s']:>6.1f} "
-                 f"{tot['duration_s']:>7.1f}")
-    wall = manifest.get("duration_s")
-    if isinstance(wall, (int, float)):
-        lines.append(f"run wall time {wall:.1f} s (includes validation, set-up and index)")
-    slow = [(info["slowest_cells"][0], stem) for stem, info in manifest["notebooks"].items() if info.get("slowest_cells")]
-    if slow:
-        lines.append("slowest cell of each notebook:")
-        for cell, stem in slow:
-            lines.append(f"  {stem:<22} In [{cell['cell']}] {cell['seconds']:>7.1f} s  {cell['source']}")
-    return "\n".join(lines)
+def export_notebook_html(out_nb: Path) -> dict[str, Any]:
+    """{"html": file name} of the exported report, or the export error (it must not hide the run's result)."""
+    from labkit.report.html import export_html
+
+    try:
+        return {"html": export_html(out_nb).name}
+    except Exception as err:
+        return {"html": None, "html_error": f"{type(err).__name__}: {err}"}
+
+
+def record_notebook(state: RunState, path: Path, error: str | None, t_start: float) -> None:
+    """Status, timings, HTML and recorded metrics of a finished (or failed, or interrupted) notebook."""
+    stem, out_nb = path.stem, state.run_dir / path.name
+    info = state.manifest["notebooks"][stem]
+    t_exec = time.perf_counter() - t_start
+    info["status"] = "ok" if error is None else ("interrupted" if error == "interrupted" else "failed")
+    info["error"] = error
+    info["ipynb"] = out_nb.name if out_nb.exists() else None
+    cells, slowest = cell_timings(out_nb) if out_nb.exists() else (0.0, [])
+    info.update(slowest_cells=slowest, cells_s=round(cells, 2), overhead_s=round(max(t_exec - cells, 0.0), 2))
+    t_html = time.perf_counter()
+    if out_nb.exists():
+        info.update(export_notebook_html(out_nb))
+    info["html_s"] = round(time.perf_counter() - t_html, 2)
+    info["duration_s"] = round(time.perf_counter() - t_start, 2)
+    metrics = read_metrics(state.run_dir / METRICS_DIRNAME / f"{stem}.json")
+    info["metrics"] = state.portable(metrics, f"notebooks.{stem}.metrics")
+    if stem == ENV_NOTEBOOK and isinstance(info["metrics"].get("fingerprint"), dict):
+        state.manifest["environment"] = info["metrics"]["fingerprint"]
+        state.manifest["environment_source"] = ENV_NOTEBOOK
+    state.save()
+
+
+def run_notebook(state: RunState, kernels: KernelSession, path: Path, number: int) -> str | None:
+    """Execute, export and record one notebook; returns its error (None: ok)."""
+    info = state.manifest["notebooks"][path.stem]
+    state.say(f"[{number}/{len(state.plan.selected)}] {path.stem}")
+    info.update(status="running", started=_now())
+    state.save()
+    t_start = time.perf_counter()
+    error: str | None = "interrupted"  # unless execute_notebook returns
+    try:
+        error = execute_notebook(state, kernels, path)
+    finally:
+        record_notebook(state, path, error, t_start)
+    if error is None:
+        state.say(f"  ok in {info['duration_s']:.1f} s")
+    else:
+        state.say(f"FAILED {path.stem}: {error}")
+        state.say(f"  see {state.run_dir / (info.get('html') or path.name)}")
+    return error
+
+
+def run_notebooks(state: RunState, kernels: KernelSession) -> str:
+    """Each selected notebook in order until one fails: the run's status."""
+    if state.opts.log_output:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for number, path in enumerate(state.plan.selected, 1):
+        if run_notebook(state, kernels, path, number) is not None:
+            return "failed"
+    return "ok"
+
+
+def finish_run(state: RunState, status: str) -> None:
+    """Final manifest (notebooks never reached marked skipped), index, and the time table."""
+    from labkit.report.index import write_index
+
+    for info in state.manifest["notebooks"].values():
+        if info["status"] == "pending":
+            info["status"] = "skipped"
+    state.manifest.update(status=status, finished=_now(), duration_s=round(time.perf_counter() - state.started, 2))
+    state.save()
+    write_index(state.plan.reports_dir)
+    state.say("")
+    state.say(time_table(state.manifest))
+    state.say(f"index: {state.plan.reports_dir / 'index.html'}")
+    state.say(f"status: {status}")
 
 
 @contextlib.contextmanager
@@ -162,231 +328,34 @@ def _interruptible(fn: Callable[..., RunResult]) -> Callable[..., RunResult]:
 
 
 @_interruptible
-def run(profile: str = "tiny", only: str | list[str] | None = None, overrides: list[str] | dict[str, str] | None = None,
-        *, parameters: dict[str, Any] | None = None, notebooks_dir: str | Path | None = None,
-        reports_dir: str | Path | None = None, profiles_dir: str | Path | None = None, progress: bool = True,
-        log_output: bool = False, echo: Callable[[str], None] | None = None, command: list[str] | None = None,
-        start_timeout: int = 120, rerun_of: str | None = None, share_kernel: bool = False) -> RunResult:
-    """Run the selected notebooks in order into a new run folder; never raises for a failing notebook.
-
-    `overrides`: `-p` strings (`key=value`) or {key: raw text}; `parameters`: already typed values (rerun).
-    `share_kernel`: one kernel for all notebooks, its namespace reset between them (imports are paid once);
-    the default gives each notebook a fresh kernel.
-    Parameter problems raise LabkitError before any kernel starts.
-    """
-    from labkit import paths
-
-    t0 = time.perf_counter()
-    say = echo or (lambda s: print(s, flush=True))
-    nb_dir = Path(notebooks_dir).resolve() if notebooks_dir else paths.notebooks_dir()
-    rep_dir = Path(reports_dir).resolve() if reports_dir else paths.reports_dir()
-    notebooks = discover_notebooks(nb_dir)
-    if not notebooks:
-        raise LabkitError(f"{nb_dir}: no notebooks named NN_*.ipynb")
-    selected = select_notebooks(notebooks, only)
-    raw = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    if parameters is None:
-        prof_name, prof_values, prof_path = load_profile(profile, profiles_dir)
-    else:  # a rerun: the recorded values replace the profile file's (which may have changed or gone)
-        prof_name, prof_values, prof_path = Path(profile).stem, {}, Path(profile)
-    plan: Plan = plan_parameters(selected, notebooks, prof_values, raw, typed=parameters,
-                                 profile_source=str(prof_path))
-
-    # ---- validated; from here on a run folder exists
-    run_dir = new_run_dir(rep_dir, prof_name)
-    (run_dir / METRICS_DIRNAME).mkdir()
-    from labkit.env.fingerprint import fingerprint
-    from labkit.report.index import write_index
-
-    manifest: dict[str, Any] = {
-        "run_id": run_dir.name,
-        "run_dir": str(run_dir),
-        "status": "running",
-        "profile": prof_name,
-        "parameters": plan.final,
-        "only": [p.stem for p in selected] if len(selected) != len(notebooks) else None,
-        "started": _now(),
-        "finished": None,
-        "duration_s": None,
-        "command": command,
-        "rerun_of": rerun_of,
-        "kernel": "shared" if share_kernel else "fresh per notebook",
-        "git": git_info(nb_dir),
-        "environment": fingerprint(probe_quantization=False, torch_details=False),
-        "environment_source": "runner (versions only; notebook 00 records the full fingerprint)",
-        "notebooks": {p.stem: {"status": "pending", "parameters": plan.effective[p.stem]} for p in selected},
-    }
-    write_manifest(run_dir, manifest)
-    write_index(rep_dir)
-    say(f"labkit run: profile {prof_name}, {len(selected)} notebook(s) -> {run_dir}")
-    if plan.final:
-        say("parameters: " + ", ".join(f"{k}={v!r}" for k, v in plan.final.items()))
-
-    if log_output:
-        import logging
-
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    status = "ok"
-    stopping: list[Any] = []
-    shared_km = None
+def run_with(opts: RunOptions) -> RunResult:
+    """Plan (errors before anything exists), prepare the run folder, run the notebooks, finish; never raises for a
+    failing notebook."""
+    started = time.perf_counter()
+    plan = plan_run(opts)
+    state = prepare_run_folder(opts, plan, started)
+    status = "failed"  # a bug or a set-up failure (no kernel) must not leave the folder claiming to be running
+    kernels = None
     try:
-        kernel = ensure_kernel()
-        import papermill as pm
-        from papermill.exceptions import PapermillExecutionError
-
-        from labkit.report.html import export_html
-
-        for i, path in enumerate(selected, 1):
-            while len(stopping) > 1:  # reap kernels from two notebooks ago: long gone by now
-                finish_kernel(stopping.pop(0))
-            stem = path.stem
-            info = manifest["notebooks"][stem]
-            out_nb = run_dir / path.name
-            say(f"[{i}/{len(selected)}] {stem}")
-            info.update(status="running", started=_now())
-            write_manifest(run_dir, manifest)
-            t_nb = time.perf_counter()
-            error = None
-            killed = False
-            try:
-                if shared_km is None:
-                    km = start_kernel(kernel, nb_dir, LABKIT_RUN_DIR=str(run_dir), LABKIT_NOTEBOOK=stem)
-                    if share_kernel:
-                        shared_km = km
-                else:
-                    km = shared_km
-                    prepare_shared_kernel(km, stem)
-                try:
-                    pm.execute_notebook(str(path), str(out_nb), parameters=plan.injected[stem], kernel_name=kernel,
-                                        cwd=str(nb_dir), progress_bar=progress, log_output=log_output,
-                                        start_timeout=start_timeout, km=km)
-                except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the kernel goes now, its cell may run for hours
-                    killed = True
-                    kill_kernel(km)
-                    shared_km = None
-                    raise
-                finally:
-                    if not share_kernel and not killed:
-                        stop_kernel(km, wait=False)  # it exits while the HTML is written and the next kernel starts
-                        stopping.append(km)
-            except PapermillExecutionError as err:
-                error = f"{err.ename}: {err.evalue} (cell In [{err.exec_count}])"
-            except KeyboardInterrupt:
-                error = "interrupted"
-                raise
-            except Exception as err:  # kernel died, timeout, unreadable notebook ...
-                error = f"{type(err).__name__}: {err}"
-            finally:
-                t_exec = time.perf_counter() - t_nb
-                info["status"] = "ok" if error is None else ("interrupted" if error == "interrupted" else "failed")
-                info["error"] = error
-                info["ipynb"] = out_nb.name if out_nb.exists() else None
-                cells, slowest = cell_timings(out_nb) if out_nb.exists() else (0.0, [])
-                info["slowest_cells"] = slowest
-                info["cells_s"] = round(cells, 2)
-                info["overhead_s"] = round(max(t_exec - cells, 0.0), 2)
-                t_html = time.perf_counter()
-                if out_nb.exists():
-                    try:
-                        info["html"] = export_html(out_nb).name
-                    except Exception as err:  # a report problem must not hide the run's result
-                        info["html"] = None
-                        info["html_error"] = f"{type(err).__name__}: {err}"
-                info["html_s"] = round(time.perf_counter() - t_html, 2)
-                info["duration_s"] = round(time.perf_counter() - t_nb, 2)
-                info["metrics"] = read_metrics(run_dir / METRICS_DIRNAME / f"{stem}.json")
-                if stem == ENV_NOTEBOOK and isinstance(info["metrics"].get("fingerprint"), dict):
-                    manifest["environment"] = info["metrics"]["fingerprint"]
-                    manifest["environment_source"] = ENV_NOTEBOOK
-                write_manifest(run_dir, manifest)
-            if error is not None:
-                status = "failed"
-                say(f"FAILED {stem}: {error}")
-                say(f"  see {run_dir / (info.get('html') or out_nb.name)}")
-                break
-            say(f"  ok in {info['duration_s']:.1f} s")
+        kernels = KernelSession(ensure_kernel(), plan.notebooks_dir, opts.share_kernel,
+                                LABKIT_RUN_DIR=str(state.run_dir))
+        status = run_notebooks(state, kernels)
     except KeyboardInterrupt:
         status = "interrupted"
         raise
-    except BaseException:  # a bug or set-up failure (no kernel): the folder must not claim to be running
-        status = "failed"
-        raise
     finally:
-        if shared_km is not None:
-            stop_kernel(shared_km, wait=False)
-            stopping.append(shared_km)
-        for km in stopping:
-            if status == "interrupted":
-                kill_kernel(km)
-            else:
-                finish_kernel(km)
-        stopping.clear()
-        for info in manifest["notebooks"].values():
-            if info["status"] == "pending":
-                info["status"] = "skipped"
-        manifest["status"] = status
-        manifest["finished"] = _now()
-        manifest["duration_s"] = round(time.perf_counter() - t0, 2)
-        write_manifest(run_dir, manifest)
-        write_index(rep_dir)
-        say("")
-        say(time_table(manifest))
-        say(f"index: {rep_dir / 'index.html'}")
-        say(f"status: {status}")
-    return RunResult(run_dir=run_dir, status=status, manifest=manifest)
+        if kernels is not None:
+            kernels.close(interrupted=status == "interrupted")
+        finish_run(state, status)
+    return RunResult(run_dir=state.run_dir, status=status, manifest=state.manifest)
 
 
-RUN_DIR_TOKEN = "<run_dir>"
+def run(profile: str = "tiny", only: str | list[str] | None = None,
+        overrides: list[str] | dict[str, str] | None = None, **options: Any) -> RunResult:
+    """Run the selected notebooks in order into a new run folder (`options`: the other RunOptions fields).
 
+    Parameter problems raise LabkitError before any folder or kernel exists; a failing notebook does not raise
+    (the result's status says it).
+    """
+    return run_with(RunOptions(profile=profile, only=only, overrides=overrides, **options))
 
-def _neutral(value: Any, run_dir: str | None) -> Any:
-    """Paths inside a run folder differ between runs by design: write them relative to `<run_dir>`."""
-    if not run_dir:
-        return value
-    if isinstance(value, str):
-        return value.replace(run_dir, RUN_DIR_TOKEN)
-    if isinstance(value, list):
-        return [_neutral(v, run_dir) for v in value]
-    return value
-
-
-def comparable_metrics(manifest: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Flattened metrics minus the environment fingerprint and timing-like (volatile) values, with paths
-    into the run folder made run-independent."""
-    folder = str(run_dir or manifest.get("run_dir") or "") or None
-    out = {}
-    for stem, info in (manifest.get("notebooks") or {}).items():
-        for name, value in flatten(info.get("metrics") or {}):
-            if name.startswith("fingerprint") or VOLATILE.search(name.rsplit(".", 1)[-1]):
-                continue
-            out[f"{stem}.{name}"] = _neutral(value, folder)
-    return out
-
-
-_MISSING = "<missing>"
-
-
-def compare_metrics(old: dict[str, Any], new: dict[str, Any], rtol: float = 0.0, old_dir: str | Path | None = None,
-                    new_dir: str | Path | None = None) -> list[tuple[str, Any, Any]]:
-    """(name, old, new) for every comparable metric that differs between two manifests."""
-    a, b = comparable_metrics(old, old_dir), comparable_metrics(new, new_dir)
-    diffs = []
-    for name in list(a) + [n for n in b if n not in a]:
-        va, vb = a.get(name, _MISSING), b.get(name, _MISSING)
-        if not same_value(va, vb, rtol):
-            diffs.append((name, va, vb))
-    return diffs
-
-
-def rerun(old_run: str | Path, rtol: float = 0.0, share_kernel: bool | None = None,
-          **kwargs: Any) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
-    """Run again with the exact profile, parameters, notebooks (and kernel mode, unless `share_kernel` is
-    given) of an earlier run; return (result, [(metric, old, new) for every differing metric])."""
-    old_dir = Path(old_run)
-    old = read_manifest(old_dir)
-    stems = list(old["notebooks"])
-    kwargs.setdefault("command", None)
-    kwargs["share_kernel"] = (old.get("kernel") == "shared") if share_kernel is None else share_kernel
-    result = run(profile=old.get("profile") or "tiny", only=stems, parameters=old.get("parameters") or {},
-                 rerun_of=str(old_dir), **kwargs)
-    return result, compare_metrics(old, result.manifest, rtol, old_dir=old_dir.resolve(), new_dir=result.run_dir)

@@ -1,0 +1,30 @@
+"""Live widgets or static output: `is_headless()` decides for every notebook helper (playground, attention explorer)."""
+
+from __future__ import annotations
+
+import os
+
+STATIC = ("static", "html", "table")
+LIVE = ("widget", "widgets", "interactive")
+
+
+def is_headless() -> bool:
+    """True when nobody can use a live widget, so helpers show static tables and figures instead.
+
+    LABKIT_WIDGETS=static|widget decides when set (LABKIT_PLAYGROUND is read as an older spelling); else True
+    under `labkit run` (the runner sets LABKIT_RUN_DIR and LABKIT_NOTEBOOK: papermill -> HTML, nobody to click)
+    and outside a Jupyter kernel (plain Python has no widget front-end).
+    """
+    mode = (os.environ.get("LABKIT_WIDGETS") or os.environ.get("LABKIT_PLAYGROUND") or "").strip().lower()
+    if mode in STATIC:
+        return True
+    if mode in LIVE:
+        return False
+    if os.environ.get("LABKIT_RUN_DIR") or os.environ.get("LABKIT_NOTEBOOK"):
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return True
+    shell = get_ipython()
+    return shell is None or type(shell).__name__ != "ZMQInteractiveShell"
