@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from labkit.errors import LabkitError
 from labkit.train import checkpoints as ck
 from labkit.train.callbacks import NonFiniteLossError, adapter_change, trainable_snapshot
 from labkit.train.config import TrainConfig
@@ -56,7 +56,12 @@ def test_run_writes_adapter_state_plot_metrics_and_learns(tmp_path):
     rows = tw.reversal_rows(64 + 16)[:64]
     per_epoch = sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows)
     assert m["trained_tokens"] == per_epoch * 2  # 32 steps x 4 = 2 epochs
-    assert "eval_loss" in m and TrainConfig.from_dict(json.loads((out / "labkit_train.json").read_text())) == cfg
+    assert "eval_loss" in m and TrainConfig.load(out / "labkit_train.json") == cfg
+    plan = json.loads((out / "labkit_train.json").read_text())["plan"]
+    assert (plan["train_samples"], plan["eval_samples"], plan["samples_per_step"]) == (64, 16, 4)
+    assert (plan["steps_per_epoch"], plan["planned_steps"], plan["warmup_steps"]) == (16, 32, 2)
+    assert plan["arch"] == "llama" and sorted(plan["lora_targets"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert m["planned_steps"] == m["global_step"] == 32
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -88,11 +93,34 @@ def test_gradient_checkpointing_and_group_by_length_same_result(tmp_path):
     assert c.metrics["global_step"] == 4
 
 
+def test_reporters_tensorboard_and_offline_wandb(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from labkit.train.sft import reporters
+
+    for name in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    cfg = TrainConfig(report_to="tensorboard,wandb", wandb_project="seed")
+    assert reporters(cfg, tmp_path) == ["tensorboard"]  # never fails: a notice says wandb is not installed
+    assert "wandb is not installed" in capsys.readouterr().err and "WANDB_MODE" not in os.environ
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "wandb" else real(n, *a))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert reporters(cfg, tmp_path) == ["tensorboard", "wandb"]
+    assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_PROJECT"] == "seed"  # never online
+    assert os.environ["WANDB_DIR"] == str(tmp_path) and "offline run" in capsys.readouterr().err
+
+
 def test_split_examples_deterministic():
     ex = list(range(100))
     tr, va = split_examples(ex, 0.1, seed=3)
     assert len(va) == 10 and sorted(tr + va) == ex and split_examples(ex, 0.1, seed=3) == (tr, va)
     assert len(split_examples(ex, 7, seed=3)[1]) == 7 and split_examples(ex, 0, 3) == (ex, [])
+    assert len(split_examples(ex[:55], 0.01, seed=3)[1]) == 1  # ceil(0.55), as train_test_split(test_size=0.01)
+    assert len(split_examples(list(range(1940)), 0.01, seed=3)[1]) == 20  # ceil(19.4)
+    with pytest.raises(LabkitError, match="leave none of 10 to train; lower it"):
+        split_examples(list(range(10)), 10, seed=3)
 
 
 def _launch(cmd: list[str], out: Path, bs: int) -> subprocess.CompletedProcess:

@@ -11,6 +11,8 @@ PRESETS = {
     "baichuan": ["W_pack"],  # Baichuan-7B: q/k/v are one fused linear (LLaMA-Efficient-Tuning's --lora_target W_pack)
 }
 MLP = ["gate_proj", "up_proj", "down_proj"]
+# every linear layer of a decoder block, per architecture (what `lora_target: all` means)
+ARCH_LINEARS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj", *MLP], "baichuan": ["W_pack", "o_proj", *MLP]}
 
 
 def preset_targets(arch: str, o_proj: bool = False, mlp: bool = False) -> list[str]:
@@ -65,6 +67,40 @@ def linear_module_names(model) -> list[str]:
     return sorted(set(linear_modules(model).values()))
 
 
+def is_all(spec) -> bool:
+    """True for LLaMA-Factory's `lora_target: all` (every linear layer except lm_head)."""
+    return isinstance(spec, str) and spec.strip().strip("[]'\"").strip().lower() in ("all", "all-linear")
+
+
+def check_targets_for_arch(spec, arch: str, flag: str = "--lora_target") -> list[str]:
+    """The targets of `spec` for an `arch` base, checked against its linear layers before the model loads."""
+    valid = ARCH_LINEARS.get(arch)
+    if valid is None or is_all(spec):
+        return list(valid or [])
+    targets = parse_targets(spec)
+    bad = [t for t in targets if t.split(".")[-1] not in valid]
+    if bad:
+        hint = ""
+        if arch == "baichuan" and any(t in ("q_proj", "k_proj", "v_proj") for t in bad):
+            hint = " (Baichuan fuses q/k/v into one linear: W_pack)"
+        elif arch == "llama" and "W_pack" in bad:
+            hint = " (W_pack is Baichuan's fused q/k/v; LLaMA has q_proj, k_proj, v_proj)"
+        raise LabkitError(f"{flag} {spec}: {', '.join(bad)} is no linear layer of this {arch} model{hint}; use "
+                          f"some of {', '.join(valid)} (or all)")
+    return targets
+
+
+def resolve_targets(model, spec) -> list[str]:
+    """Target names for `model`: `all` -> every linear layer but lm_head (in model order), else parse_targets."""
+    if is_all(spec):
+        names: list[str] = []
+        for short in linear_modules(model).values():
+            if short not in names:
+                names.append(short)
+        return names
+    return parse_targets(spec)
+
+
 def _matches(full: str, target: str) -> bool:
     return full == target or full.endswith("." + target)
 
@@ -104,7 +140,7 @@ def attach_lora(model, targets=None, r: int = 8, alpha: int = 16, dropout: float
 
     from labkit.models.load import arch_of
 
-    targets = preset_targets(arch_of(model)) if targets is None else parse_targets(targets)
+    targets = preset_targets(arch_of(model)) if targets is None else resolve_targets(model, targets)
     if r < 1:
         raise LabkitError(f"lora_r must be >= 1, got {r}")
     check_targets(model, targets)

@@ -38,7 +38,7 @@ def on_cuda() -> bool:
 
 
 def resolve_base(cfg: TrainConfig) -> str:
-    """The base model folder of cfg.base_model (labkit.models.resolve_base: "" / tiny-llama / tiny-baichuan / a folder)."""
+    """The base folder of cfg.base_model by labkit.models.resolve_base ("", tiny-llama, tiny-baichuan, a folder)."""
     from labkit.models import resolve_base as resolve_model
 
     return str(resolve_model(cfg.base_model, cfg.arch))
@@ -133,6 +133,30 @@ def _dataset_dir(cfg: TrainConfig) -> Path:
     return folder
 
 
+def _check_names(cfg: TrainConfig, folder: Path) -> None:
+    """Every --dataset name is in the registry (checked before any file is read)."""
+    from labkit.config import closest
+    from labkit.data.mixing import parse_spec
+    from labkit.data.registry import read_registry
+
+    info = read_registry(folder / "dataset_info.json")
+    flag = "dataset" if cfg.dialect == "llamafactory" else "--dataset"
+    for name, _ in parse_spec(cfg.datasets):
+        if name not in info:
+            hint = closest(name, info)
+            raise LabkitError(f"{flag} {name}: not in {folder / 'dataset_info.json'}"
+                              + (f" (did you mean {hint!r}?)" if hint else "")
+                              + f"; registered: {', '.join(sorted(info)) or 'none'}")
+
+
+def _loaded(what: str, load):
+    """Run a loader; its errors are prefixed with the flag or file that named the data."""
+    try:
+        return load()
+    except LabkitError as err:
+        raise LabkitError(f"{what}: {err}", exit_code=err.exit_code) from None
+
+
 def load_examples(cfg: TrainConfig) -> tuple[list, Any]:
     """Examples from the registry (cfg.datasets in cfg.dataset_dir) or a single file (cfg.data_path).
 
@@ -143,19 +167,26 @@ def load_examples(cfg: TrainConfig) -> tuple[list, Any]:
 
     strict = not cfg.lenient
     if cfg.data_path:
-        examples, report = load_file(_data_file(cfg), strict=strict, seed=cfg.seed)
-    elif cfg.max_samples and cfg.dialect in ("let", "llamafactory"):
-        folder = _dataset_dir(cfg)
-        examples, report = [], None
-        for name in [n.strip() for n in cfg.datasets.split(",") if n.strip()]:
-            ex, rep = load_datasets(name, dataset_dir=folder, seed=cfg.seed, strict=strict, shuffle=False)
-            examples += ex[: cfg.max_samples]
-            if report is None:
-                report = rep
-            else:
-                report.merge(rep)
+        path = _data_file(cfg)
+        examples, report = _loaded(f"--data_path {cfg.data_path}",
+                                   lambda: load_file(path, strict=strict, seed=cfg.seed))
     else:
-        examples, report = load_datasets(cfg.datasets, dataset_dir=_dataset_dir(cfg), seed=cfg.seed, strict=strict)
+        folder = _dataset_dir(cfg)
+        _check_names(cfg, folder)
+        what = f"{'dataset' if cfg.dialect == 'llamafactory' else '--dataset'} {cfg.datasets}"
+        if cfg.max_samples and cfg.dialect in ("let", "llamafactory"):
+            examples, report = [], None
+            for name in [n.strip() for n in cfg.datasets.split(",") if n.strip()]:
+                ex, rep = _loaded(what, lambda: load_datasets(name, dataset_dir=folder, seed=cfg.seed, strict=strict,
+                                                              shuffle=False))
+                examples += ex[: cfg.max_samples]
+                if report is None:
+                    report = rep
+                else:
+                    report.merge(rep)
+        else:
+            examples, report = _loaded(what, lambda: load_datasets(cfg.datasets, dataset_dir=folder, seed=cfg.seed,
+                                                                   strict=strict))
     if cfg.max_samples and cfg.dialect not in ("let", "llamafactory"):
         examples = examples[: cfg.max_samples]
     if report is not None and report.rejected:
@@ -275,14 +306,16 @@ def reporters(cfg: TrainConfig, out: Path) -> list[str]:
         if name == "wandb":
             if importlib.util.find_spec("wandb") is None:
                 notice("report_to wandb: wandb is not installed, so nothing goes to wandb (the loss curve and "
-                       f"metrics are in {out}); pip install wandb for offline wandb runs, or use --report_to tensorboard")
+                       f"metrics are in {out}); pip install wandb for offline wandb runs, or use "
+                       "--report_to tensorboard")
                 continue
             if os.environ.get("WANDB_MODE") != "disabled":
                 os.environ["WANDB_MODE"] = "offline"  # never online from here; `wandb sync` uploads later
             if cfg.wandb_project:
                 os.environ["WANDB_PROJECT"] = cfg.wandb_project
             os.environ.setdefault("WANDB_DIR", str(out))
-            notice(f"report_to wandb: offline run under {out / 'wandb'} (upload later with `wandb sync`)")
+            notice(f"report_to wandb: offline run under {Path(os.environ['WANDB_DIR']) / 'wandb'} (upload later "
+                   "with `wandb sync`)")
         elif name == "tensorboard":
             notice(f"report_to tensorboard: event files under {out / 'runs'} (tensorboard --logdir {out / 'runs'})")
         targets.append(name)
@@ -346,6 +379,11 @@ def prepare_run(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=N
         cfg.arch = arch_of(base)
     else:
         cfg.arch = _arch(model, cfg.arch)
+    if cfg.lora_target:
+        from labkit.models.lora import check_targets_for_arch
+
+        flag = {"alpaca-lora": "--lora_target_modules", "llamafactory": "lora_target"}.get(cfg.dialect, "--lora_target")
+        check_targets_for_arch(cfg.lora_target, cfg.arch, flag)
     summary: dict = dict(data_summary or {})
     if train_dataset is None:
         if tokenizer is None:
@@ -369,6 +407,9 @@ def run_training(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=
     """
     out = output_dir_of(cfg)
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    from labkit.paths import writable_folder
+
+    writable_folder(out, "--output_dir")  # a read-only / full disk is named now, not after training
     resume = _resume_point(cfg, out, rank0)
     prep = prepare_run(cfg, model=model, tokenizer=tokenizer, train_dataset=train_dataset,
                        eval_dataset=eval_dataset, data_collator=data_collator, data_summary=data_summary)
@@ -392,7 +433,11 @@ def _train(cfg: TrainConfig, out: Path, prep: Prepared, resume, report_to, *, mo
         model, _ = load_base(cfg, prep.base)
     model = add_lora(model, cfg)
     plan.lora_targets = _lora_targets(model)
-    args = training_arguments(cfg, out, report_to)
+    from labkit.env.threads import configure_threads
+    from labkit.train.batching import speed_arguments
+
+    configure_threads()  # threads = CPUs really free (affinity, cgroup quota, other processes' load)
+    args = speed_arguments(cfg, training_arguments(cfg, out, report_to))  # bf16 autocast where the CPU has it
     trainer = LabkitTrainer(model=model, args=args, train_dataset=prep.train_dataset, eval_dataset=eval_dataset,
                             data_collator=prep.data_collator, callbacks=[FaultCallback(), *callbacks])
     before = trainable_snapshot(model)
