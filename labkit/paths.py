@@ -39,7 +39,7 @@ def cache_dir() -> Path:
     """Generated artefacts (tiny models, tokenizer); LABKIT_CACHE overrides. Gitignored."""
     env = os.environ.get("LABKIT_CACHE")
     path = Path(env).resolve() if env else project_root() / ".cache" / "labkit"
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path, "cache folder", "set LABKIT_CACHE to a writable folder")
     return path
 
 
@@ -47,7 +47,7 @@ def run_dir() -> Path:
     """The folder of the current `labkit run` (LABKIT_RUN_DIR, set by the runner), else runs/interactive/."""
     env = os.environ.get("LABKIT_RUN_DIR")
     path = Path(env).resolve() if env else project_root() / "runs" / "interactive"
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path, "run folder", "set LABKIT_RUN_DIR to a writable folder")
     return path
 
 
@@ -56,3 +56,42 @@ def resolve_output(value: str | os.PathLike | None, default_name: str) -> Path:
     if value:
         return Path(value).expanduser().resolve()
     return run_dir() / default_name
+
+
+def _make_folder(path: Path, what: str, todo: str) -> None:
+    """mkdir -p, with a LabkitError naming the folder (read-only, full, or a file in the way) instead of a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        from labkit.errors import LabkitError
+
+        raise LabkitError(f"{what} {path}: cannot be created ({err.strerror or err}); {todo}") from None
+
+
+def writable_folder(path: str | os.PathLike, what: str = "output folder", need_bytes: int = 1 << 20) -> Path:
+    """Check, before any work, that `path` can be created and written: LabkitError naming the folder otherwise.
+
+    Nothing is created: the nearest existing ancestor must be a folder, on a file system mounted read-write,
+    writable by this user, with at least `need_bytes` free (a full disk). Returns the path.
+    """
+    from labkit.errors import LabkitError
+
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    todo = "choose another folder"
+    if not probe.is_dir():
+        where = "is a file" if probe == path else f"cannot be created: {probe} is a file, not a folder"
+        raise LabkitError(f"{what} {path}: {where}; {todo}")
+    st = os.statvfs(probe)
+    if st.f_flag & getattr(os, "ST_RDONLY", 1):
+        raise LabkitError(f"{what} {path}: {probe} is on a read-only file system; {todo}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LabkitError(f"{what} {path}: {probe} is not writable (permission denied); {todo} or fix its "
+                          f"permissions")
+    free = st.f_bavail * st.f_frsize
+    if free < need_bytes:
+        raise LabkitError(f"{what} {path}: the disk holding {probe} is full ({free / 2**20:.1f} MiB free, "
+                          f"{need_bytes / 2**20:.1f} MiB needed); free space or {todo}")
+    return path

@@ -158,7 +158,7 @@ def test_kbit_base_with_adapter(tmp_path, tok, quant):
 def test_stop_strings_come_from_the_template():
     from labkit.data.templates import get_template
 
-    assert G._stop_strings(get_template("alpaca")) == ["### Instruction:"]
-    assert G._stop_strings(get_template("baichuan")) == ["<reserved_102>"]
+    assert G._stop_strings(get_template("alpaca-lora/alpaca")) == ["### Instruction:"]
+    assert G._stop_strings(get_template("let/baichuan")) == ["<reserved_102>"]
     assert G._stop_strings(ChatTemplate()) == STOP
     assert G._cut("p n b\n### Instruction:\nmore", ["### Instruction:"]) == "p n b"

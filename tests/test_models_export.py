@@ -78,3 +78,34 @@ def test_export_refuses_non_empty_output_and_quantized_precision(adapter, tmp_pa
         merge_and_export(adapter["base"], adapter["adapter"], tmp_path)
     with pytest.raises(LabkitError, match="quantized"):
         merge_and_export(adapter["base"], adapter["adapter"], tmp_path / "o", precision="nf4")
+
+
+# ---------------------------------------------------------------- refusals: nothing is written
+
+
+def _tree(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def empty_adapter(tmp_path_factory):
+    """A LoRA adapter as saved before any training: every lora_B is zero (the seed's "empty adapter")."""
+    root = tmp_path_factory.mktemp("empty")
+    attach_lora(load_model(tiny_model_path("llama")), None, r=4, alpha=8).save_pretrained(root / "adapter")
+    return root / "adapter"
+
+
+def test_export_refuses_an_empty_adapter_unless_allowed(empty_adapter, tmp_path, capsys):
+    before = _tree(tmp_path)
+    code = cli_main(["export", "--base_model", "tiny-llama", "--lora_weights", str(empty_adapter),
+                     "--output_dir", str(tmp_path / "merged")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines()[-1].startswith("error: ") and "Traceback" not in err
+    assert str(empty_adapter / "adapter_model.safetensors") in err and "every lora_B is zero" in err
+    assert "--allow_empty_adapter" in err
+    assert _tree(tmp_path) == before and not (tmp_path / "merged").exists()
+    assert not list(tmp_path.glob(".tmp-export-*"))
+    code = cli_main(["export", "--base_model", "tiny-llama", "--lora_weights", str(empty_adapter),
+                     "--output_dir", str(tmp_path / "merged"), "--allow_empty_adapter"])
+    assert code == 0 and (tmp_path / "merged" / "model.safetensors").is_file()
+

@@ -1,4 +1,5 @@
-"""Adapter integrity: empty / partial / misshaped adapters fail loudly; a loaded adapter is fully applied and acts."""
+"""Integrity: empty / partial / misshaped / damaged adapters fail loudly naming the file; weight-file checks; a
+loaded adapter is fully applied and acts."""
 
 import json
 
@@ -101,8 +102,110 @@ def test_load_adapter_applies_every_tensor_and_changes_output(saved):
     assert s["applied_tensors"] == 2 * saved["layers"] * saved["targets"]
     assert s["output_max_abs_change"] > 1e-3
     assert output_change(model) == pytest.approx(s["output_max_abs_change"], rel=1e-5)
-    fresh = load_adapter(load_model(saved["base"]), saved["root"] / "fresh")
+    fresh = load_adapter(load_model(saved["base"]), saved["root"] / "fresh", allow_empty=True)
     assert output_change(fresh) == 0.0  # B == 0: the adapter is the identity
+
+
+def _tree(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_empty_adapter_is_refused_unless_allowed(saved):
+    """Every lora_B zero (the seed's "empty adapter"): refused with the reason, unless allow_empty=True."""
+    fresh = saved["root"] / "fresh"
+    before = _tree(fresh)
+    with pytest.raises(LabkitError) as exc:
+        load_adapter(load_model(saved["base"]), fresh)
+    msg = str(exc.value)
+    assert str(fresh / "adapter_model.safetensors") in msg and "every lora_B is zero" in msg
+    assert "allow_empty=True" in msg and "--allow_empty_adapter" in msg
+    assert _tree(fresh) == before
+    model = load_adapter(load_model(saved["base"]), fresh, allow_empty=True)
+    assert not model.labkit_adapter_check["trained"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header"])
+def test_damaged_adapter_file_is_named(saved, damage):
+    import os
+    import shutil
+
+    folder = saved["root"] / f"damaged-{damage}"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(saved["root"] / "trained", folder)
+    st = folder / "adapter_model.safetensors"
+    if damage == "truncate":
+        os.truncate(st, st.stat().st_size // 2)
+    else:
+        with open(st, "r+b") as fh:
+            fh.write(b"\xa7" * 16)
+    before = _tree(folder)
+    for call in (lambda: verify_adapter_dir(folder), lambda: load_adapter(load_model(saved["base"]), folder)):
+        with pytest.raises(LabkitError) as exc:
+            call()
+        msg = str(exc.value)
+        assert msg.startswith(str(st)) and ("truncated" in msg if damage == "truncate" else "corrupt" in msg)
+    assert _tree(folder) == before
+
+
+def test_bad_adapter_config_is_named(tmp_path, saved):
+    import shutil
+
+    folder = tmp_path / "a"
+    shutil.copytree(saved["root"] / "trained", folder)
+    cfg_path = folder / "adapter_config.json"
+    good = json.loads(cfg_path.read_text())
+    for text, message in [("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object"),
+                          (json.dumps({**good, "r": 0}), '"r" must be a positive integer'),
+                          (json.dumps({**good, "r": "8"}), '"r" must be a positive integer'),
+                          (json.dumps({k: v for k, v in good.items() if k != "target_modules"}), "target_modules"),
+                          (json.dumps({**good, "peft_type": "PREFIX_TUNING"}), "PREFIX_TUNING")]:
+        cfg_path.write_text(text)
+        with pytest.raises(LabkitError) as exc:
+            verify_adapter_dir(folder)
+        assert str(cfg_path) in str(exc.value) and message in str(exc.value), (text, str(exc.value))
+
+
+def test_truncated_adapter_bin_is_named(tmp_path, saved):
+    import os
+    import shutil
+
+    folder = tmp_path / "bin"
+    shutil.copytree(saved["root"] / "trained", folder)
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_model.safetensors").unlink()
+    torch.save(tensors, folder / "adapter_model.bin")
+    assert verify_adapter_dir(folder)["trained"]
+    os.truncate(folder / "adapter_model.bin", (folder / "adapter_model.bin").stat().st_size - 100)
+    with pytest.raises(LabkitError, match=r"adapter_model\.bin: truncated"):
+        verify_adapter_dir(folder)
+
+
+# ---------------------------------------------------------------- weight files
+
+
+def test_safetensors_header_check(tmp_path):
+    import os
+
+    from labkit.models.integrity import check_weight_file, safetensors_header
+
+    f = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(64, 64), "b": torch.ones(3, dtype=torch.bfloat16)}, str(f))
+    assert set(safetensors_header(f)) == {"a", "b"} and check_weight_file(f) == {"a", "b"}
+    size = f.stat().st_size
+    cases = {
+        "cut": (lambda: os.truncate(f, size - 10), "truncated"),
+        "tiny": (lambda: os.truncate(f, 5), "truncated"),
+        "zeros": (lambda: f.write_bytes(b"\0" * size), "corrupt"),
+        "appended": (lambda: f.write_bytes(f.read_bytes() + b"junk"), "corrupt"),
+        "json": (lambda: f.write_bytes(f.read_bytes()[:8] + b"[" + f.read_bytes()[9:]), "corrupt"),
+    }
+    original = f.read_bytes()
+    for name, (damage, word) in cases.items():
+        f.write_bytes(original)
+        damage()
+        with pytest.raises(LabkitError) as exc:
+            safetensors_header(f)
+        assert str(exc.value).startswith(str(f)) and word in str(exc.value), (name, str(exc.value))
 
 
 def test_load_adapter_lists_unexpected_keys(saved):
@@ -114,3 +217,13 @@ def test_load_adapter_lists_unexpected_keys(saved):
     folder = _copy_with(saved, "renamed", rename)
     with pytest.raises(LabkitError, match=r"layers\.0\..*lora_A|layers\.9"):
         load_adapter(load_model(saved["base"]), folder)
+
+
+def test_adapter_for_another_architecture_says_what_it_was_made_for(saved):
+    other = tiny_model_path("llama" if saved["arch"] == "baichuan" else "baichuan")
+    with pytest.raises(LabkitError) as exc:
+        load_adapter(load_model(other), saved["root"] / "trained")
+    if saved["arch"] == "baichuan":  # W_pack selects nothing in a LLaMA
+        assert "select no linear layer" in str(exc.value) and str(saved["base"]) in str(exc.value)
+    else:  # q/k/v_proj do not exist in a Baichuan (fused W_pack)
+        assert "do not select" in str(exc.value) and f"made for {saved['base']}" in str(exc.value)

@@ -1,7 +1,9 @@
-"""labkit.train.checkpoints: completion marker, newest complete, repair of best_model_checkpoint, real SIGKILL resume."""
+"""labkit.train.checkpoints: completion marker (sizes + sha256), newest intact, repair of best_model_checkpoint,
+damaged checkpoints skipped or refused, real SIGKILL resume."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,9 +38,96 @@ def test_marker_lists_files_and_detects_truncation(tmp_path):
     d = _fake_ckpt(tmp_path, 3)
     assert ck.is_complete(d)
     body = json.loads((d / ck.MARKER).read_text())
-    assert body["step"] == 3 and body["files"]["adapter_model.safetensors"] == 10
+    assert body["step"] == 3 and body["version"] == 2
+    assert body["files"]["adapter_model.safetensors"] == {"size": 10, "sha256": hashlib.sha256(b"x" * 10).hexdigest()}
     (d / "adapter_model.safetensors").write_bytes(b"x" * 4)  # truncated after the marker
     assert "4 bytes" in ck.incomplete_reason(d)
+
+
+def _damage(path: Path) -> bytes:
+    """Overwrite the first bytes in place: same size, different content (what a size-only marker misses)."""
+    before = path.read_bytes()
+    with open(path, "r+b") as fh:
+        fh.write(bytes(b ^ 0xFF for b in before[:4]))
+    assert path.stat().st_size == len(before)
+    return before
+
+
+def test_same_size_corruption_is_caught_by_the_hash(tmp_path):
+    d = _fake_ckpt(tmp_path, 5)
+    _damage(d / "adapter_model.safetensors")
+    why = ck.incomplete_reason(d)
+    assert "adapter_model.safetensors" in why and "sha256" in why
+    assert ck.problem(d)[0] == d / "adapter_model.safetensors"
+    assert ck.incomplete_reason(d, verify_hashes=False) is None  # sizes alone cannot see it
+
+
+def test_old_markers_with_sizes_only_are_still_read(tmp_path):
+    d = _fake_ckpt(tmp_path, 7, complete=False)
+    (d / ck.MARKER).write_text(json.dumps({"step": 7, "files": {"adapter_model.safetensors": 10,
+                                                                 "trainer_state.json": (d / "trainer_state.json").stat().st_size}}))
+    assert ck.is_complete(d)
+    assert ck.resolve_resume("auto", tmp_path) == d
+    (d / "adapter_model.safetensors").write_bytes(b"x" * 3)
+    assert "3 bytes" in ck.incomplete_reason(d)
+    (d / ck.MARKER).write_text(json.dumps({"files": {"adapter_model.safetensors": "ten"}}))
+    assert "damaged" in ck.incomplete_reason(d)
+
+
+def test_auto_skips_a_damaged_checkpoint_and_resumes_from_the_newest_intact(tmp_path, capsys):
+    _fake_ckpt(tmp_path, 4)
+    good = _fake_ckpt(tmp_path, 8)
+    bad = _fake_ckpt(tmp_path, 12)
+    _damage(bad / "adapter_model.safetensors")
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert ck.resolve_resume("auto", tmp_path) == good
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "checkpoint-12" in warnings[0] and "sha256" in warnings[0]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot  # nothing touched
+    removed = ck.drop_stale_after(tmp_path, 8)  # what a resume from checkpoint-8 does next: redo step 12
+    assert removed == [bad] and not bad.exists() and good.exists()
+    assert "checkpoint-12" in capsys.readouterr().err
+
+
+def test_explicit_damaged_checkpoint_is_a_clean_error_naming_the_file(tmp_path):
+    _fake_ckpt(tmp_path, 4)
+    bad = _fake_ckpt(tmp_path, 8)
+    _damage(bad / "trainer_state.json")
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(LabkitError) as exc:
+        ck.resolve_resume(str(bad), tmp_path)
+    msg = str(exc.value)
+    assert str(bad / "trainer_state.json") in msg and "sha256" in msg and "checkpoint-4" in msg
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
+
+
+def test_hashes_are_streamed_in_chunks(tmp_path, monkeypatch):
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 40_000)  # ~10 MB: more than one chunk
+    monkeypatch.setattr(ck, "_CHUNK", 1 << 20)
+    reads = []
+    real_open = open
+
+    class Spy:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            reads.append(n)
+            return self.fh.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: Spy(real_open(p, mode, *a, **k)))
+    digest = ck.sha256_file(big)
+    monkeypatch.undo()
+    assert digest == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert reads and max(reads) == 1 << 20 and len(reads) >= 10  # never the whole file at once
 
 
 def test_latest_complete_skips_half_written_with_warning(tmp_path, capsys):

@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 from labkit.errors import LabkitError
+from labkit.log import notice
+
+DEFAULT_TEMPLATE = "alpaca-lora/alpaca"  # alpaca-lora's generate.py default prompt
+DIALECT = "alpaca-lora"  # an unqualified --prompt_template NAME means alpaca-lora's templates/NAME.json
 
 
 def _bool(value: str) -> bool:
@@ -28,13 +32,16 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--base_model", required=True, help="base model folder (LLaMA or Baichuan); 'tiny-llama' "
                     "or 'tiny-baichuan' for labkit's tiny models")
     ap.add_argument("--lora_weights", default="", help="LoRA adapter folder (adapter_config.json + safetensors)")
+    ap.add_argument("--allow_empty_adapter", action="store_true",
+                    help="use the adapter even when every lora_B is zero (it then changes nothing)")
     ap.add_argument("--load_8bit", nargs="?", const=True, default=False, type=_bool, help="load the base in int8")
     ap.add_argument("--load_4bit", nargs="?", const=True, default=False, type=_bool, help="load the base in nf4")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8", "nf4"],
                     help="base precision (--load_8bit = int8, --load_4bit = nf4)")
     ap.add_argument("--template", "--prompt_template", dest="template", default="",
-                    help="prompt template (alpaca, alpaca_zh, linly, baichuan, chat); default: the adapter's "
-                         "training template, else alpaca; 'none' = raw text")
+                    help="prompt template: source/name (alpaca-lora/alpaca, let/baichuan, labkit/roles, ...) or an "
+                         "alpaca-lora name (alpaca, vigogne); default: the adapter's training template, else "
+                         "alpaca-lora/alpaca; 'none' = raw text")
     ap.add_argument("--prompt", "--instruction", dest="prompt", action="append", default=[],
                     help="a prompt (repeatable); 'instruction\\ninput' is split like alpaca records")
     ap.add_argument("--input", default="", help="alpaca input appended to every prompt (after a line break)")
@@ -63,7 +70,11 @@ def _prompts(args) -> list[str]:
         p = Path(args.prompt_file)
         if not p.is_file():
             raise LabkitError(f"--prompt_file {p}: no such file")
-        prompts += [line.replace("\\n", "\n") for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise LabkitError(f"--prompt_file {p}: not a readable UTF-8 text file ({err}); one prompt per line") from None
+        prompts += [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
     if not prompts and not sys.stdin.isatty():
         prompts = [line.replace("\\n", "\n") for line in sys.stdin.read().splitlines() if line.strip()]
     if not prompts:
@@ -73,40 +84,37 @@ def _prompts(args) -> list[str]:
     return prompts
 
 
-def _base_path(value: str) -> str:
-    if value in ("tiny", "tiny-llama", "tiny_llama", "tiny-baichuan", "tiny_baichuan"):
-        from labkit.models.tiny import tiny_model_path
-
-        return str(tiny_model_path("baichuan" if "baichuan" in value else "llama"))
-    if not Path(value).is_dir():
-        raise LabkitError(f"--base_model {value}: no such folder (labkit never downloads; give a local "
-                          "checkpoint folder, or tiny-llama / tiny-baichuan)")
-    return value
-
-
 def main(argv: list[str]) -> int:
     from labkit.evaluate.generate import generate, generate_pair, resolve_template, sampling_config
     from labkit.evaluate.heldout import adapter_info, load_with_adapter
+    from labkit.models.load import resolve_base
 
     args = parser().parse_args(argv)
     if args.server_name or args.share_gradio:
-        print("notice: labkit has no web UI; --server_name/--share_gradio are ignored "
-              "(use notebook 04's playground)", file=sys.stderr)
+        notice("labkit has no web UI; --server_name/--share_gradio are ignored (use notebook 04's playground)")
     if args.load_8bit and args.load_4bit:
         raise LabkitError("choose one of --load_8bit and --load_4bit")
     precision = "int8" if args.load_8bit else "nf4" if args.load_4bit else args.precision
     prompts = _prompts(args)
+    base = resolve_base(args.base_model)
     lora = args.lora_weights
     if lora and not (Path(lora) / "adapter_config.json").is_file():
         raise LabkitError(f"--lora_weights {lora}: no adapter_config.json there (not a LoRA adapter folder)")
-    template = args.template or (adapter_info(lora).get("template") if lora else "") or "alpaca"
-    template_obj = None if template.lower() == "none" else resolve_template(template)  # checked before loading
+    recorded = "" if args.template or not lora else str(adapter_info(lora).get("template") or "")
+    template = args.template or recorded or DEFAULT_TEMPLATE
+    try:
+        template_obj = None if template.lower() == "none" else resolve_template(template, DIALECT)  # before loading
+    except LabkitError as err:
+        if not recorded:
+            raise
+        raise LabkitError(f"{Path(lora) / 'labkit_train.json'}: the adapter's recorded template {recorded!r} does not "
+                          f"resolve ({err}); pass --template NAME") from None
     do_sample = args.do_sample if args.do_sample is not None else bool(args.temperature)
     sampling = sampling_config(max_new_tokens=args.max_new_tokens, do_sample=do_sample,
                                temperature=args.temperature if args.temperature else 1.0, top_p=args.top_p,
                                top_k=args.top_k, num_beams=args.num_beams,
                                repetition_penalty=args.repetition_penalty, seed=args.seed)
-    model, tokenizer = load_with_adapter(_base_path(args.base_model), lora or None, precision)
+    model, tokenizer = load_with_adapter(base, lora or None, precision, allow_empty=args.allow_empty_adapter)
     if args.compare and lora:
         out = generate_pair(model, tokenizer, prompts, template_obj, sampling=sampling, batch_size=args.batch_size)
     else:

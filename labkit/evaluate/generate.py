@@ -68,15 +68,16 @@ def sampling_config(sampling: SamplingConfig | dict | None = None, **overrides: 
 
 # ---------------------------------------------------------------- prompts
 
-def resolve_template(template: Any) -> Any:
-    """A template object from a name (`labkit.data.templates.get_template`), an object, or None (raw text)."""
+def resolve_template(template: Any, dialect: str | None = None) -> Any:
+    """A template object from a name (`labkit.data.templates.get_template`: qualified `source/name`, or
+    unqualified resolved by `dialect`), an object, or None (raw text)."""
     if template is None or not isinstance(template, str):
         return template
     try:
         from labkit.data.templates import get_template
     except ImportError as err:  # pragma: no cover - labkit.data is part of the package
         raise LabkitError(f"template {template!r}: labkit.data.templates is not available ({err})") from err
-    return get_template(template)
+    return get_template(template, dialect) if dialect else get_template(template)
 
 
 def prompt_messages(prompt: Any) -> list[dict]:
@@ -244,8 +245,12 @@ def text_generation_pipeline(model: Any, tokenizer: Any, **kwargs: Any) -> Any:
 
 
 def load_for_generation(base_model: str, lora_weights: str | None = None, precision: str = "fp32",
-                        load_8bit: bool = False, load_4bit: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer): the base loaded once (fp32/bf16/fp16/int8/nf4) and the adapter on top, if given."""
+                        load_8bit: bool = False, load_4bit: bool = False,
+                        allow_empty: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer): the base loaded once (fp32/bf16/fp16/int8/nf4) and the adapter on top, if given.
+
+    `base_model` follows labkit.models.resolve_base (a folder, tiny-llama, tiny-baichuan); an adapter whose
+    every lora_B is zero is refused unless `allow_empty`."""
     if load_8bit and load_4bit:
         raise LabkitError("choose one of --load_8bit and --load_4bit")
     if load_8bit:
@@ -253,12 +258,14 @@ def load_for_generation(base_model: str, lora_weights: str | None = None, precis
     elif load_4bit:
         precision = "nf4"
     from labkit.models import load_model, load_tokenizer
+    from labkit.models.load import resolve_base
 
-    model = load_model(base_model, precision=precision)
-    tokenizer = load_tokenizer(base_model)
+    base = resolve_base(base_model)
+    model = load_model(base, precision=precision)
+    tokenizer = load_tokenizer(base)
     if lora_weights:
         from labkit.models.integrity import load_adapter
 
-        model = load_adapter(model, lora_weights)
+        model = load_adapter(model, lora_weights, allow_empty=allow_empty)
     model.eval()
     return model, prepare_tokenizer(tokenizer)

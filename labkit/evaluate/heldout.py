@@ -64,30 +64,40 @@ def resolve_adapter(arch: str, value: str = "") -> tuple[Path | None, str]:
     return None, f"{arch}: skipped, {what} at {path}: {hint}"
 
 
-def resolve_base(arch: str, value: str = "", info: dict | None = None) -> str:
-    """The base model folder: `value`, else the adapter's training base, else labkit's tiny model of `arch`."""
-    if value:
-        return value
-    if info and info.get("base_model"):
-        return str(info["base_model"])
-    from labkit.models.tiny import tiny_model_path
+def base_for(arch: str, value: str = "", info: dict | None = None) -> str:
+    """The base model folder: `value`, else the adapter's training base, else labkit's tiny model of `arch`.
 
-    return str(tiny_model_path(arch))
+    `value` and the default follow labkit.models.resolve_base (a folder, tiny-llama / tiny-baichuan, "").
+    """
+    from labkit.models.load import resolve_base
+
+    if not value and info and info.get("base_model"):
+        recorded = str(info["base_model"])
+        if recorded.lower().startswith("tiny") or Path(recorded).expanduser().is_dir():
+            return str(resolve_base(recorded, arch))
+        raise LabkitError(f"{TRAIN_CONFIG_FILE} of the {arch} adapter names base model {recorded}, which is not "
+                          f"there (moved?); set {arch}_model=PATH to the base folder")
+    return str(resolve_base(value, arch))
 
 
-def load_with_adapter(base: str, adapter: str | Path | None, precision: str = "fp32") -> tuple[Any, Any]:
-    """(model, tokenizer): the base loaded ONCE at `precision`, the LoRA adapter on top (not merged)."""
+def load_with_adapter(base: str | Path, adapter: str | Path | None, precision: str = "fp32",
+                      allow_empty: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer): the base loaded ONCE at `precision`, the LoRA adapter on top (not merged).
+
+    `base` follows labkit.models.resolve_base; an adapter whose every lora_B is zero is refused unless
+    `allow_empty` (labkit.models.integrity.load_adapter).
+    """
     from labkit.evaluate.generate import prepare_tokenizer
     from labkit.models import load_model, load_tokenizer
+    from labkit.models.load import resolve_base
 
-    if not Path(base).is_dir():
-        raise LabkitError(f"base model {base}: no such folder")
+    base = resolve_base(base)
     model = load_model(base, precision=precision)
     tokenizer = load_tokenizer(base)
     if adapter is not None:
         from labkit.models.integrity import load_adapter  # checks every tensor was applied
 
-        model = load_adapter(model, adapter)
+        model = load_adapter(model, adapter, allow_empty=allow_empty)
     model.eval()
     return model, prepare_tokenizer(tokenizer)
 
@@ -115,10 +125,12 @@ class ArchEval:
 def evaluate_arch(arch: str, base: str = "", adapter: str = "", *, template: str = "",
                   datasets: str = HELDOUT_DATASETS, max_eval_samples: int = 0, max_new_tokens: int = 32,
                   precision: str = "fp32", batch_size: int = 16, seed: int = 42, verbose: bool = True,
-                  examples: list[dict] | None = None, **sampling: Any) -> ArchEval | None:
+                  examples: list[dict] | None = None, allow_empty: bool = False, **sampling: Any) -> ArchEval | None:
     """Base vs adapter for one architecture on held-out data; None (and a message) when the adapter is missing.
 
-    `template` "" = the template the adapter was trained with (its labkit_train.json), else alpaca.
+    An adapter whose every lora_B is zero is refused (LabkitError) unless `allow_empty`.
+
+    `template` "" = the template the adapter was trained with (its labkit_train.json), else alpaca-lora/alpaca.
     """
     from labkit.evaluate.metrics import compare
 
@@ -129,11 +141,11 @@ def evaluate_arch(arch: str, base: str = "", adapter: str = "", *, template: str
         print(message)
         return None
     info = adapter_info(path)
-    base_path = resolve_base(arch, base, info)
-    template = template or info.get("template") or "alpaca"
+    base_path = base_for(arch, base, info)
+    template = template or info.get("template") or "alpaca-lora/alpaca"
     cutoff = max(int(info.get("cutoff_len") or 0), 256)
     t0 = time.perf_counter()
-    model, tokenizer = load_with_adapter(base_path, path, precision)
+    model, tokenizer = load_with_adapter(base_path, path, precision, allow_empty=allow_empty)
     if examples is None:
         examples = load_heldout(datasets, max_eval_samples, seed)
     cmp = compare(model, tokenizer, examples, template, batch_size=batch_size, cutoff_len=cutoff,

@@ -29,6 +29,7 @@ def _register() -> None:
 
 _register()
 
-from labkit.models.load import arch_of, load_model, load_tokenizer  # noqa: E402
+from labkit.models.load import arch_of, load_model, load_tokenizer, resolve_base  # noqa: E402
 
-__all__ = ["BaiChuanConfig", "BaiChuanForCausalLM", "BaiChuanModel", "arch_of", "load_model", "load_tokenizer"]
+__all__ = ["BaiChuanConfig", "BaiChuanForCausalLM", "BaiChuanModel", "arch_of", "load_model", "load_tokenizer",
+           "resolve_base"]

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from labkit.errors import LabkitError
+
 
 def tiny_main(argv: list[str]) -> int:
     """Build the tiny model if needed; the folder path is the last line printed."""
@@ -15,9 +17,17 @@ def tiny_main(argv: list[str]) -> int:
     ap.add_argument("arch", choices=[*ARCHS, "tokenizer"], help="llama | baichuan | tokenizer")
     ap.add_argument("--info", action="store_true", help="also print the build record (recipe, losses) as JSON")
     args = ap.parse_args(argv)
-    path = tiny_tokenizer_path() if args.arch == "tokenizer" else tiny_model_path(args.arch)
+    try:
+        path = tiny_tokenizer_path() if args.arch == "tokenizer" else tiny_model_path(args.arch)
+    except OSError as err:  # the cache folder is read-only, full, or a file stands in the way
+        from labkit.paths import cache_dir
+
+        raise LabkitError(f"{err.filename or cache_dir()}: cannot build the tiny {args.arch} in the cache folder "
+                          f"{cache_dir()} ({err.strerror or err}); set LABKIT_CACHE to a writable folder") from None
     if args.info:
-        print(json.dumps(json.loads((path / MARKER).read_text(encoding="utf-8")), indent=1, ensure_ascii=False))
+        from labkit.models.integrity import read_json
+
+        print(json.dumps(read_json(path / MARKER, "build record"), indent=1, ensure_ascii=False))
     print(path)
     return 0
 
@@ -27,12 +37,16 @@ def export_main(argv: list[str]) -> int:
     from labkit.models.export import merge_and_export
 
     ap = argparse.ArgumentParser(prog="labkit export", description="merge a LoRA adapter into its base model")
-    ap.add_argument("--base_model", required=True, help="base model folder (LLaMA or Baichuan)")
+    ap.add_argument("--base_model", required=True, help="base model folder (LLaMA or Baichuan), or tiny-llama / "
+                    "tiny-baichuan")
     ap.add_argument("--lora_weights", required=True, help="LoRA adapter folder (adapter_config.json + safetensors)")
     ap.add_argument("--output_dir", required=True, help="new folder for the merged model")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the merged weights")
+    ap.add_argument("--allow_empty_adapter", action="store_true",
+                    help="export even when every lora_B is zero (the merge then equals the base)")
     args = ap.parse_args(argv)
-    summary = merge_and_export(args.base_model, args.lora_weights, args.output_dir, precision=args.precision)
+    summary = merge_and_export(args.base_model, args.lora_weights, args.output_dir, precision=args.precision,
+                               allow_empty=args.allow_empty_adapter)
     for key, value in summary.items():
         if key != "output_dir":
             print(f"{key}: {value}", file=sys.stderr)
