@@ -105,7 +105,7 @@ def train_adapter(model, tokenizer, examples, steps: int = 300, lr: float = 3e-3
     return peft_model.eval()
 
 
-def save_toy_pair(folder, train_steps: int = 0, template: str = "chat"):
+def save_toy_pair(folder, train_steps: int = 0, template: str = "labkit/roles"):
     """(base_dir, adapter_dir) on disk: a tiny LLaMA + tokenizer, and a LoRA adapter with labkit_train.json.
 
     train_steps > 0 trains the adapter on toy data first; otherwise its B matrices are random (it changes

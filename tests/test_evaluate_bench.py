@@ -17,7 +17,7 @@ def test_small_bench_prints_ratio_last(tmp_path):
     from evaluate_helpers import save_toy_pair
 
     base, _ = save_toy_pair(tmp_path)
-    res = subprocess.run([sys.executable, str(BENCH), "--small", "--base_model", str(base), "--template", "chat"],
+    res = subprocess.run([sys.executable, str(BENCH), "--small", "--base_model", str(base), "--template", "labkit/roles"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     last = json.loads(res.stdout.strip().splitlines()[-1])

@@ -53,8 +53,8 @@ def test_default_adapter_is_the_run_folder_of_notebook_02(tmp_path, monkeypatch)
 def test_evaluate_arch_uses_training_template_and_base(pair, capsys):
     base_dir, adapter_dir = pair
     ev = H.evaluate_arch("llama", "", str(adapter_dir), examples=toy_examples(6, 2, seed=4), max_new_tokens=4)
-    assert ev.base == str(base_dir) and ev.template == "chat"  # both from labkit_train.json
-    assert "chat" in capsys.readouterr().out
+    assert ev.base == str(base_dir) and ev.template == "labkit/roles"  # both from labkit_train.json
+    assert "template labkit/roles" in capsys.readouterr().out
     rec = H.records(llama=ev, baichuan=None)
     assert set(rec) == {"llama"} and set(rec["llama"]) == {"base", "adapter"}
     assert set(HEADLINE) <= set(rec["llama"]["adapter"])

@@ -70,7 +70,8 @@ def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", 
     if base and not Path(base).is_dir():
         if model_path:
             raise LabkitError(f"{arch}_model={model_path!r}: no such folder")
-        base = ""  # the recorded base moved; fall back to the tiny default
+        raise LabkitError(f"{adapter}/labkit_train.json: the adapter was trained on {base}, which is not a folder "
+                          f"here (moved?); pass {arch}_model=<the base folder>")
     if not base:
         from labkit.models.tiny import tiny_model_path
 

@@ -58,7 +58,7 @@ def check(paths: list[str], registry: str = "", dataset: str = "", formatting: s
             _, r = load_files(paths, formatting=formatting, drop_duplicates=drop_duplicates, check=False)
             report.merge(r)
         except LabkitError as err:
-            report.fatal(", ".join(paths), None, None, str(err))
+            report.fatal(", ".join(paths), None, None, _reason(err, ", ".join(paths)))
     if registry or dataset:
         reg = Path(registry) if registry else data_dir() / "dataset_info.json"
         try:
@@ -82,8 +82,14 @@ def check(paths: list[str], registry: str = "", dataset: str = "", formatting: s
                 _, r = load_datasets(names, registry=reg, drop_duplicates=drop_duplicates, check=False)
                 report.merge(r)
         except LabkitError as err:
-            report.fatal(str(reg), None, None, str(err))
+            report.fatal(str(reg), None, None, _reason(err, str(reg)))
     return report, notes
+
+
+def _reason(err: LabkitError, file: str) -> str:
+    """The error's text without a leading '<file>: ' (the report line names the file already)."""
+    text = str(err)
+    return text[len(file) + 2:] if text.startswith(file + ": ") else text
 
 
 def _text(report: ValidationReport, notes: list[str], lenient: bool, limit: int = 50) -> str:

@@ -153,9 +153,11 @@ def plan_run(opts: RunOptions) -> RunPlan:
 
 def prepare_run_folder(opts: RunOptions, plan: RunPlan, started: float) -> RunState:
     """A new reports/<run-id>/ with a `running` manifest, listed in the index (`started`: perf_counter at start)."""
+    from labkit import paths
     from labkit.env.fingerprint import fingerprint
     from labkit.report.index import write_index
 
+    paths.writable_folder(plan.reports_dir, "reports folder (LABKIT_REPORTS)")
     run_dir = new_run_dir(plan.reports_dir, plan.profile)
     (run_dir / METRICS_DIRNAME).mkdir()
     manifest: dict[str, Any] = {
