@@ -58,6 +58,29 @@ def resolve_output(value: str | os.PathLike | None, default_name: str) -> Path:
     return run_dir() / default_name
 
 
+# The adapters notebooks 02/03 write into a run folder, the notebook that writes each, and its parameter name.
+RUN_ADAPTERS = {"llama": ("linly_lora", "02_linly_lora", "llama_adapter"),
+                "baichuan": ("baichuan_lora", "03_baichuan_wpack", "baichuan_adapter")}
+
+
+def resolve_adapter(arch: str, value: str = "") -> tuple[Path | None, str]:
+    """(adapter folder or None, note): `value`, else <run folder>/<linly_lora|baichuan_lora> when notebook 02/03
+    wrote it in this run. A `value` that is not an adapter folder is a LabkitError; no default adapter is None."""
+    from labkit.errors import LabkitError
+
+    if arch not in RUN_ADAPTERS:
+        raise LabkitError(f"arch {arch!r}: expected llama or baichuan")
+    folder, notebook, param = RUN_ADAPTERS[arch]
+    path = resolve_output(value, folder)
+    if (path / "adapter_config.json").is_file():
+        return path, f"{arch}: adapter {path}"
+    what = "no such folder" if not path.exists() else "no adapter_config.json in it"
+    if value:
+        raise LabkitError(f"{param}={value!r}: {what} ({path}); give the folder a LoRA adapter was saved to")
+    return None, (f"{arch}: no adapter at {path} (run notebook {notebook} first in this run: labkit run --only "
+                  f"{notebook[:2]},..., or set {param}=PATH)")
+
+
 def _make_folder(path: Path, what: str, todo: str) -> None:
     """mkdir -p, with a LabkitError naming the folder (read-only, full, or a file in the way) instead of a traceback."""
     try:

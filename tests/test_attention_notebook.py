@@ -90,12 +90,12 @@ def test_notebook_runs_and_records(tmp_path, monkeypatch):
 
 
 def test_adapter_resolution(tmp_path, monkeypatch):
-    from labkit.attention.load import resolve_adapter
+    from labkit.paths import resolve_adapter
     from labkit.errors import LabkitError
 
     monkeypatch.setenv("LABKIT_RUN_DIR", str(tmp_path))
     path, note = resolve_adapter("llama")
-    assert path is None and "02_linly_lora" in note and "base model only" in note
+    assert path is None and "02_linly_lora" in note and "llama_adapter=PATH" in note
     (tmp_path / "baichuan_lora").mkdir()
     (tmp_path / "baichuan_lora" / "adapter_config.json").write_text("{}")
     path, note = resolve_adapter("baichuan")

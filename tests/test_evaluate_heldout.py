@@ -9,6 +9,8 @@ import pytest
 from evaluate_helpers import save_toy_pair, toy_examples
 from labkit.evaluate import heldout as H
 from labkit.evaluate.metrics import HEADLINE
+from labkit.errors import LabkitError
+from labkit.paths import resolve_adapter
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +36,8 @@ def test_missing_adapter_gives_a_message_not_a_traceback(tmp_path, monkeypatch, 
     out = capsys.readouterr().out
     assert "run notebook 02_linly_lora first" in out and str(tmp_path / "linly_lora") in out
     assert "llama_adapter=PATH" in out
-    assert H.evaluate_arch("baichuan", adapter=str(tmp_path / "nope")) is None
-    out = capsys.readouterr().out
-    assert "baichuan_adapter=" in out and "nope" in out
+    with pytest.raises(LabkitError, match=r"baichuan_adapter=.*nope.*no such folder"):
+        H.evaluate_arch("baichuan", adapter=str(tmp_path / "nope"))  # an explicit wrong path is a mistake
     assert H.records(llama=None, baichuan=None) == {}
     assert H.summary_table(llama=None).empty
 
@@ -45,9 +46,9 @@ def test_default_adapter_is_the_run_folder_of_notebook_02(tmp_path, monkeypatch)
     monkeypatch.setenv("LABKIT_RUN_DIR", str(tmp_path))
     (tmp_path / "linly_lora").mkdir()
     (tmp_path / "linly_lora" / "adapter_config.json").write_text("{}")
-    path, _ = H.resolve_adapter("llama", "")
+    path, _ = resolve_adapter("llama", "")
     assert path == tmp_path / "linly_lora"
-    assert H.resolve_adapter("baichuan", "")[0] is None
+    assert resolve_adapter("baichuan", "")[0] is None
 
 
 def test_evaluate_arch_uses_training_template_and_base(pair, capsys):

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import LabkitError
+from labkit.paths import resolve_adapter
 
-ADAPTER_DIRS = {"llama": ("linly_lora", "02_linly_lora"), "baichuan": ("baichuan_lora", "03_baichuan_wpack")}
-ADAPTER_PARAMS = {"llama": "llama_adapter", "baichuan": "baichuan_adapter"}
 
 
 @dataclass
@@ -34,20 +33,6 @@ class Loaded:
         return (True, False) if self.has_adapter else (None,)
 
 
-def resolve_adapter(arch: str, value: str = "") -> tuple[Path | None, str]:
-    """(adapter folder or None, note): `value`, else <run folder>/<linly_lora|baichuan_lora> when present."""
-    from labkit.paths import resolve_output
-
-    folder, notebook = ADAPTER_DIRS[arch]
-    path = resolve_output(value, folder)
-    if (path / "adapter_config.json").is_file():
-        return path, f"{arch}: adapter {path}"
-    if value:
-        raise LabkitError(f"{ADAPTER_PARAMS[arch]}={value!r}: no adapter_config.json in {path}")
-    return None, (f"{arch}: no adapter at {path} (run notebook {notebook} first in this run, or set "
-                  f"{ADAPTER_PARAMS[arch]}=PATH); showing the base model only")
-
-
 def _trained_base(adapter: Path | None) -> str:
     """The base a labkit adapter was trained on (labkit_train.json), if recorded."""
     if adapter is None or not (adapter / "labkit_train.json").is_file():
@@ -63,9 +48,9 @@ def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", 
     attention at `precision`, plus its adapter (not merged, so it can be switched off)."""
     from labkit.models import load_model, load_tokenizer
 
-    if arch not in ADAPTER_DIRS:
-        raise LabkitError(f"unknown architecture {arch!r}: choose llama or baichuan")
     adapter, note = resolve_adapter(arch, adapter_path)
+    if adapter is None:
+        note += "; showing the base model only"
     base = model_path or _trained_base(adapter)
     if base and not Path(base).is_dir():
         if model_path:
@@ -84,14 +69,9 @@ def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", 
         model = load_model(base, precision=precision, attn_implementation="eager")
         tokenizer = load_tokenizer(base)
         if adapter is not None:
-            try:
-                from labkit.models.integrity import load_adapter
-            except ImportError:  # older labkit.models: plain PEFT
-                from peft import PeftModel
+            from labkit.models.integrity import load_adapter
 
-                model = PeftModel.from_pretrained(model, str(adapter))
-            else:
-                model = load_adapter(model, adapter)
+            model = load_adapter(model, adapter)  # refuses an empty adapter (every lora_B zero)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

@@ -73,11 +73,9 @@ def resolve_template(template: Any, dialect: str | None = None) -> Any:
     unqualified resolved by `dialect`), an object, or None (raw text)."""
     if template is None or not isinstance(template, str):
         return template
-    try:
-        from labkit.data.templates import get_template
-    except ImportError as err:  # pragma: no cover - labkit.data is part of the package
-        raise LabkitError(f"template {template!r}: labkit.data.templates is not available ({err})") from err
-    return get_template(template, dialect) if dialect else get_template(template)
+    from labkit.data.templates import get_template
+
+    return get_template(template, dialect)
 
 
 def prompt_messages(prompt: Any) -> list[dict]:
@@ -135,12 +133,6 @@ def _cut(text: str, stops: Sequence[str]) -> str:
 
 
 # ---------------------------------------------------------------- models
-
-def unwrap(model: Any) -> Any:
-    """The transformers model under a PeftModel (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
 
 def has_adapter(model: Any) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
@@ -242,30 +234,3 @@ def text_generation_pipeline(model: Any, tokenizer: Any, **kwargs: Any) -> Any:
 
     prepare_tokenizer(tokenizer)
     return pipeline("text-generation", model=model, tokenizer=tokenizer, **kwargs)
-
-
-def load_for_generation(base_model: str, lora_weights: str | None = None, precision: str = "fp32",
-                        load_8bit: bool = False, load_4bit: bool = False,
-                        allow_empty: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer): the base loaded once (fp32/bf16/fp16/int8/nf4) and the adapter on top, if given.
-
-    `base_model` follows labkit.models.resolve_base (a folder, tiny-llama, tiny-baichuan); an adapter whose
-    every lora_B is zero is refused unless `allow_empty`."""
-    if load_8bit and load_4bit:
-        raise LabkitError("choose one of --load_8bit and --load_4bit")
-    if load_8bit:
-        precision = "int8"
-    elif load_4bit:
-        precision = "nf4"
-    from labkit.models import load_model, load_tokenizer
-    from labkit.models.load import resolve_base
-
-    base = resolve_base(base_model)
-    model = load_model(base, precision=precision)
-    tokenizer = load_tokenizer(base)
-    if lora_weights:
-        from labkit.models.integrity import load_adapter
-
-        model = load_adapter(model, lora_weights, allow_empty=allow_empty)
-    model.eval()
-    return model, prepare_tokenizer(tokenizer)

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import LabkitError
+from labkit.paths import resolve_adapter
 
 HELDOUT_DATASETS = "tasks_test,negatives_test"  # bundled held-out splits (disjoint from the train splits)
-DEFAULT_ADAPTER_DIRS = {"llama": ("linly_lora", "02_linly_lora"), "baichuan": ("baichuan_lora", "03_baichuan_wpack")}
 TRAIN_CONFIG_FILE = "labkit_train.json"  # written by labkit.train next to the adapter
-ADAPTER_PARAMS = {"llama": "llama_adapter", "baichuan": "baichuan_adapter"}
 
 
 def load_heldout(datasets: str = HELDOUT_DATASETS, max_per_dataset: int = 0, seed: int = 42,
@@ -45,23 +44,6 @@ def adapter_info(adapter_dir: str | Path) -> dict:
         return json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def resolve_adapter(arch: str, value: str = "") -> tuple[Path | None, str]:
-    """(adapter folder or None, message): `value`, else <run folder>/<linly_lora|baichuan_lora> of this run."""
-    from labkit.paths import resolve_output
-
-    folder, notebook = DEFAULT_ADAPTER_DIRS[arch]
-    path = resolve_output(value, folder)
-    if (path / "adapter_config.json").is_file():
-        return path, f"{arch}: adapter {path}"
-    what = "no adapter folder" if not path.exists() else "no adapter_config.json"
-    if value:
-        hint = f"check the parameter {ADAPTER_PARAMS[arch]}={value!r}"
-    else:
-        hint = (f"run notebook {notebook} first in this run (labkit run --only {notebook[:2]},04) or set "
-                f"{ADAPTER_PARAMS[arch]}=PATH to an adapter folder")
-    return None, f"{arch}: skipped, {what} at {path}: {hint}"
 
 
 def base_for(arch: str, value: str = "", info: dict | None = None) -> str:
@@ -134,11 +116,9 @@ def evaluate_arch(arch: str, base: str = "", adapter: str = "", *, template: str
     """
     from labkit.evaluate.metrics import compare
 
-    if arch not in DEFAULT_ADAPTER_DIRS:
-        raise LabkitError(f"arch {arch!r}: expected llama or baichuan")
     path, message = resolve_adapter(arch, adapter)
     if path is None:
-        print(message)
+        print(message + "; skipped")
         return None
     info = adapter_info(path)
     base_path = base_for(arch, base, info)
