@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 from labkit.errors import LabkitError
@@ -93,9 +92,6 @@ class ValidationReport:
             "duplicates": self.duplicates,
             "errors": [asdict(e) for e in self.errors],
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
 
     def to_frame(self):
         """The problems as a table: file, index, line, field, reason (empty table when all is well)."""
