@@ -263,6 +263,78 @@ def time_steps(model, device, vocab: int, batch: int, seq: int, warmup: int, ste
     return elapsed / steps, value
 
 
+def real_lengths(n: int, longest: int, seed: int = 0) -> list[int]:
+    """n sample lengths shaped like real instruction data (the benchmark corpora: p10 ~12%, p50 ~30%, p90 ~75% of
+    the longest), capped at `longest`; deterministic."""
+    import random
+
+    from labkit.data.bench_corpus import quantile_length
+
+    t = {"min": max(4, longest // 64), "p10": max(5, longest * 12 // 100), "p50": max(6, longest * 30 // 100),
+         "p90": max(7, longest * 75 // 100), "max": longest}
+    rng = random.Random(seed)
+    return [min(longest, max(4, quantile_length(rng.random(), t))) for _ in range(n)]
+
+
+def packed_vs_padded(model, device, vocab: int, seq_len: int, micro: int, batches: int, autocast_dtype) -> dict:
+    """The same real-length samples trained as padded micro-batches (SDPA with a padding mask, logits everywhere,
+    what the HF Trainer does) and as flattened rows (labkit: DocumentCollator, document attention with the
+    backend chosen by measurement, logits only at labels): real tokens/s of each, forward + backward."""
+    import torch
+
+    from labkit.data.packing import DocumentCollator, PaddingCollator
+    from labkit.models.attention import choose_backend, set_attention
+    from labkit.train.batching import documents_loss
+
+    g = torch.Generator().manual_seed(seq_len)
+    feats = []
+    for n in real_lengths(micro * (batches + 1), seq_len):
+        ids = torch.randint(3, vocab, (n,), generator=g).tolist()
+        feats.append({"input_ids": ids, "labels": [-100] * (n * 35 // 100) + ids[n * 35 // 100:]})
+    micro_batches = [feats[i:i + micro] for i in range(0, len(feats), micro)]
+    amp = (torch.autocast(device_type="cuda", dtype=autocast_dtype) if autocast_dtype is not None
+           else torch.autocast(device_type="cpu", enabled=False))
+    model.train()
+    to = lambda b: {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}  # noqa: E731
+
+    def padded(mb):
+        batch = to(PaddingCollator(0, pad_to_multiple_of=8)(mb))
+        with amp:
+            loss = model(**batch).loss
+        loss.backward()
+        return int(batch["input_ids"].numel())
+
+    def packed(mb):
+        batch = to(DocumentCollator()(mb))
+        with amp:
+            loss, _ = documents_loss(model, batch)
+        (loss / max(1, sum(len(f["labels"]) for f in mb))).backward()
+        return int(batch["input_ids"].numel())
+
+    result, real = {}, sum(len(f["input_ids"]) for mb in micro_batches[1:] for f in mb)
+    for name, fn, impl in (("padded", padded, "sdpa"), ("packed", packed, "labkit_docs")):
+        from labkit.models.attention import register
+
+        register()
+        set_attention(model, impl)
+        fn(micro_batches[0])  # warm-up (and, packed, the attention backend measurement)
+        _sync(device)
+        t, computed = time.perf_counter(), 0
+        for mb in micro_batches[1:]:
+            computed += fn(mb)
+        _sync(device)
+        model.zero_grad(set_to_none=True)
+        result[f"{name}_tokens_per_s"] = round(real / (time.perf_counter() - t), 1)
+        result[f"{name}_padding_share"] = round(1 - real / computed, 4)
+    set_attention(model, "sdpa")
+    heads = model.config.num_attention_heads
+    q = torch.zeros(1, heads, 8, model.config.hidden_size // heads, device=device,
+                    dtype=autocast_dtype or torch.float32)
+    return {"seq_len": seq_len, "micro_batch": micro, "samples": micro * batches, "real_tokens": real,
+            "speedup": round(result["packed_tokens_per_s"] / result["padded_tokens_per_s"], 3),
+            "attention_backend": choose_backend(q, [0, 4, 8]), **result}
+
+
 # ---------------------------------------------------------------------------------------------- run
 
 
@@ -342,6 +414,21 @@ def run(args) -> dict:
                 del model
                 _free(device)
 
+    packing = None
+    if base in precisions and time.perf_counter() - start <= args.budget_s:
+        _free(device)
+        try:  # packed vs padded on real-length samples: the base precision, the first architecture
+            model, _ = build_model(archs[0], shape, max(seq_lens), device, base_dtype)
+            model = add_lora(model, archs[0], False, args.lora_r, args.grad_ckpt)
+            packing = packed_vs_padded(model, device, model.config.vocab_size, max(seq_lens), 4, args.steps,
+                                       torch.bfloat16 if cuda else None)
+            packing["arch"], packing["precision"] = archs[0], base
+        except Exception as err:  # noqa: BLE001 - reported, the other rows stand
+            packing = {"status": f"error: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"}
+        finally:
+            model = None
+            _free(device)
+
     for row in rows:
         ref = next((r for r in rows if r.arch == row.arch and r.seq_len == row.seq_len and r.precision == base), None)
         if ref and ref.status == "ok" and row.status == "ok":
@@ -366,6 +453,7 @@ def run(args) -> dict:
                                            "tokens_per_s": round(best.tokens_per_s, 1), "mfu": round(best.mfu, 4)},
         "elapsed_s": round(time.perf_counter() - start, 1),
         "results": [_round(asdict(r)) for r in rows],
+        "packing": packing,  # packed vs padded micro-batches of real-length samples (labkit's path vs HF's)
     }
     return result
 
@@ -441,6 +529,14 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     result = run(args)
     print(table(result))
+    pk = result.get("packing") or {}
+    if "speedup" in pk:
+        print(f"packed vs padded ({pk['arch']} {pk['precision']}, {pk['samples']} real-length samples up to "
+              f"{pk['seq_len']} tokens, micro-batch {pk['micro_batch']}): padded {pk['padded_tokens_per_s']:,.0f} "
+              f"tokens/s ({pk['padded_padding_share']:.0%} padding), packed {pk['packed_tokens_per_s']:,.0f} tokens/s "
+              f"-> {pk['speedup']:.2f}x; attention backend {pk['attention_backend']} (chosen by measurement)")
+    elif pk:
+        print(f"packed vs padded: {pk.get('status')}")
     print(f"elapsed {result['elapsed_s']} s; ratio = {result['ratio']} ({result['ratio_definition']})")
     print(json.dumps(result, ensure_ascii=False))
     failed = [r for r in result["results"] if r["status"] not in ("ok", "oom") and not r["status"].startswith("skipped")]

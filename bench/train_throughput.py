@@ -1,13 +1,30 @@
-"""Trained (label-bearing) tokens/s: labkit SFT (packing, bf16 autocast where the CPU has it) vs alpaca-lora's setup.
+"""Training speed on real-length data: `labkit train` vs alpaca-lora's recipe vs TRL's SFTTrainer, same steps.
 
-Baseline = alpaca-lora finetune.py's recipe: HF Trainer, DataCollatorForSeq2Seq padding to the longest (multiple
-of 8), micro batch 4, no length grouping, no packing, fp32 here (no GPU for its fp16). Same tiny model, same
-data, same number of samples, one epoch each, each in its own child process (for its peak memory), one run.
-Prints tokens/s, padding share, peak RSS, final train loss and eval loss per trained token on the same held-out
-samples, and MFU against an fp32 matmul peak measured in this run. Last line: JSON with "ratio".
+Data: the benchmark corpora `bench_zh` + `bench_en` (instruction+input+output characters with the quantiles of
+LLaMA-Factory's alpaca_zh/en demo sets: zh p50 187, en p50 585), alpaca template, cutoff 1024, prompt tokens
+masked (alpaca-lora `--train_on_inputs False`, labkit's default). Every run trains on the same tokenized
+samples, LoRA r=8 alpha=16 dropout 0.05 on q_proj,v_proj (alpaca-lora's defaults), lr 3e-4 cosine, one epoch,
+micro batch 4 with gradient accumulation to the same samples per optimizer step, RandomSampler with the same
+seed, so every run does the same optimizer steps on the same samples (checked: the sample ids of each step
+are recorded in each run and compared with the HF Trainer's draw).
 
-    python bench/train_throughput.py            # 512 samples
-    python bench/train_throughput.py --small    # 64 samples (tests)
+- baseline: alpaca-lora's finetune.py recipe exactly: HF Trainer, DataCollatorForSeq2Seq(pad_to_multiple_of=8),
+  no length grouping, no packing, fp32 (its fp16 needs a GPU).
+- labkit: `labkit train`'s path (labkit.train.sft.run_training) with its defaults: packing (each micro-batch
+  flattened into one row, document attention, logits only where a label is), threads by load, bf16 autocast
+  only on CPUs with AMX/AVX512-BF16.
+- trl: TRL's SFTTrainer with padding_free=True (its packing without changing the samples of a step).
+
+Models: labkit's tiny LLaMA (hidden 128, pre-trained) and the mid LLaMA (hidden 512, 4 layers, vocab 32000,
+random init; labkit.models.mid). Each run in its own process (for its peak RSS). Reported per run: trained
+tokens/s, samples/s, padding share, peak RSS, MFU against a matmul peak measured in this run (model FLOPs:
+4 x linear weights per real token + causal attention; `hw_mfu` counts only FLOPs the run executed, i.e. no
+lm_head on prompt tokens for labkit), train loss, held-out loss per trained token (same 32 samples). Last line:
+JSON with `ratio` (labkit vs baseline trained tokens/s, mid model), `ratio_trl` (labkit vs TRL, mid),
+`ratio_tiny`, `ratio_trl_tiny`, `same_steps`, `loss_no_worse` and every run.
+
+    python bench/train_throughput.py            # ~10 min on an idle 2-core CPU
+    python bench/train_throughput.py --small    # seconds per run, one process (tests; BENCH_SMALL=1 too)
 """
 
 from __future__ import annotations
@@ -16,165 +33,378 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATASETS = "tasks,negatives,dialog"
-TEMPLATE = "alpaca"
+DATASETS = "bench_zh,bench_en"
+TEMPLATES = ("alpaca-lora/alpaca", "alpaca")  # qualified name first; the plain name where templates are not yet
+CUTOFF = 1024
+MICRO = 4
+SEED = 7
+LR = 3e-4
+MODES = ("baseline", "labkit", "trl")
+# per model: training samples, gradient accumulation (samples per step = MICRO x GA), held-out samples
+FULL = {"tiny": {"samples": 160, "ga": 4, "held": 32, "cutoff": CUTOFF},
+        "mid": {"samples": 64, "ga": 4, "held": 32, "cutoff": CUTOFF}}
+SMALL = {"tiny": {"samples": 8, "ga": 1, "held": 4, "cutoff": 384},
+         "mid": {"samples": 4, "ga": 1, "held": 2, "cutoff": 256}}
 
 
-def matmul_peak(dtype_name: str = "float32", n: int = 768, seconds: float = 1.0) -> float:
-    """GFLOP/s of a square matmul on this machine, now (torch threads as configured)."""
+def matmul_peak(dtype_name: str = "float32", sizes=(512, 1024), seconds: float = 0.6) -> float:
+    """Best GFLOP/s of square matmuls on this machine, now (torch threads as configured)."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
-def _data(n_samples: int, n_eval: int):
-    from labkit.data.registry import load_datasets
+# ------------------------------------------------------------------------------------------------ data, models
+
+
+def _template():
     from labkit.data.templates import get_template
-    from labkit.data.tokenize import tokenize_examples
-    from labkit.models import load_tokenizer
+    from labkit.errors import LabkitError
+
+    for name in TEMPLATES:
+        try:
+            return get_template(name)
+        except (LabkitError, KeyError, ValueError):
+            continue
+    raise SystemExit(f"none of the templates {TEMPLATES} exists")
+
+
+_CACHE: dict = {}  # in-process runs (--small): models and data built once, copied per run
+
+
+def load_model_kind(kind: str, cache: bool = False):
+    """(model, tokenizer) of the tiny or mid LLaMA, fp32, sdpa; `cache`: built once, a fresh copy per call."""
+    import copy
+
+    if not cache:
+        return _build_model(kind)
+    if kind not in _CACHE:
+        _CACHE[kind] = _build_model(kind)
+    model, tok = _CACHE[kind]
+    return copy.deepcopy(model), tok
+
+
+def _build_model(kind: str):
+    if kind == "mid":
+        from labkit.models.mid import mid_model
+
+        return mid_model("llama")
+    from labkit.models import load_model, load_tokenizer
     from labkit.models.tiny import tiny_model_path
 
     path = tiny_model_path("llama")
-    tok = load_tokenizer(path)
-    ex, _ = load_datasets(DATASETS, seed=0)
-    train, held = ex[:n_samples], ex[-n_eval:]
-    tr, _ = tokenize_examples(train, tok, get_template(TEMPLATE), 512)
-    ev, _ = tokenize_examples(held, tok, get_template(TEMPLATE), 512)
-    return path, tok, tr, ev
+    return load_model(str(path)), load_tokenizer(path)
 
 
-def child(mode: str, n_samples: int) -> dict:
-    """One training run (mode: baseline | labkit); returns its measurements."""
-    import torch
-    from transformers import DataCollatorForSeq2Seq
+def bench_data(tokenizer, n_train: int, n_held: int, cutoff: int = CUTOFF):
+    """(train, held) tokenized Datasets: the first n_train examples of the corpora mix and the last n_held."""
+    from labkit.data.registry import load_datasets
+    from labkit.data.tokenize import tokenize_examples
 
-    from labkit.data.packing import PackedCollator, pack_dataset
-    from labkit.models import load_model
+    if "examples" not in _CACHE:
+        _CACHE["examples"] = load_datasets(DATASETS, seed=0)[0]
+    examples = _CACHE["examples"]
+    template = _template()
+    train, _ = tokenize_examples(examples[:n_train], tokenizer, template, cutoff, train_on_inputs=False)
+    held, _ = tokenize_examples(examples[-n_held:], tokenizer, template, cutoff, train_on_inputs=False)
+    return train, held
+
+
+# ------------------------------------------------------------------------------------------------ one run
+
+
+class Recorder:
+    """Wraps a collator: counts padded tokens and records which samples each optimizer step trains on (the
+    micro-batches come in order, `ga` per step, the last step takes the rest)."""
+
+    def __init__(self, inner, train, ga: int):
+        self.inner, self.ga, self.padded, self.micro = inner, ga, 0, []
+        self.index = {tuple(ids): i for i, ids in enumerate(train["input_ids"])}
+
+    def __call__(self, features):
+        self.micro.append([self.index[tuple(f["input_ids"])] for f in features])
+        batch = self.inner(features)
+        self.padded += int(batch["input_ids"].numel())
+        return batch
+
+    def step_sets(self) -> list[list[int]]:
+        return [sorted(i for mb in self.micro[k:k + self.ga] for i in mb) for k in range(0, len(self.micro), self.ga)]
+
+
+def _clock():
+    """A TrainerCallback timing train begin -> end: wall seconds and this process's CPU seconds."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        wall = cpu = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    return Clock()
+
+
+def _peft(model):
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    set_seed(SEED)
+    return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+                                            bias="none", task_type="CAUSAL_LM"))
+
+
+def _common_args(out: str, ga: int) -> dict:
+    return dict(output_dir=out, per_device_train_batch_size=MICRO, gradient_accumulation_steps=ga,
+                num_train_epochs=1, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
+                max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=SEED,
+                data_seed=SEED, optim="adamw_torch", disable_tqdm=True, dataloader_num_workers=0,
+                remove_unused_columns=False)
+
+
+def run_baseline(model, tok, train, ga: int, out: str):
+    """alpaca-lora's finetune.py: Trainer + DataCollatorForSeq2Seq(pad_to_multiple_of=8), fp32."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from labkit.env.threads import configure_threads
+
+    configure_threads()
+    model = _peft(model)
+    rec = Recorder(DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True), train, ga)
+    clock = _clock()
+    trainer = Trainer(model=model, args=TrainingArguments(**_common_args(out, ga)), train_dataset=train,
+                      data_collator=rec, callbacks=[clock])
+    trainer.train()
+    return model, rec, clock, "fp32"
+
+
+def run_labkit(model, tok, train, ga: int, out: str, cutoff: int = CUTOFF):
+    """labkit train's path: run_training with TrainConfig defaults (packing, threads, autocast where it pays)."""
+    from labkit.train.batching import batching, use_cpu_autocast
     from labkit.train.config import TrainConfig
     from labkit.train.sft import run_training
 
-    path, tok, train, held = _data(n_samples, 32)
-    n_label = sum(sum(1 for x in row[1:] if x != -100) for row in train["labels"])
-    n_real = sum(len(r) for r in train["input_ids"])
-    common = dict(base_model=str(path), output_dir=tempfile.mkdtemp(prefix=f"labkit_bench_train_{mode}_"), max_steps=-1,
-                  num_epochs=1.0, learning_rate=3e-4 if mode == "baseline" else 2e-3, lora_r=8, lora_alpha=16,
-                  lora_dropout=0.05, lora_target="q_proj,v_proj", save_strategy="no", logging_steps=5,
-                  disable_tqdm=True, seed=7, overwrite_output_dir=True, cutoff_len=512, lr_scheduler_type="linear")
-    model = load_model(str(path))
-    if mode == "baseline":  # alpaca-lora: micro_batch_size 4, pad to longest, Seq2Seq collator
-        cfg = TrainConfig(**common, per_device_train_batch_size=4, packing=False, precision="fp32")
-        collator = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True)
-        ds, ev = train, held
-    else:  # labkit: packed rows (default 2 x 1024 tokens per step, ~4x the samples of a baseline step, lr scaled),
-        # bf16 autocast when the CPU has fast bf16 (AMX / AVX512-BF16). Measured on an idle 2-core machine:
-        # ratio 8x256 1.12 (but 19% of row space unfilled), 4x512 1.00, 2x1024 0.80 (quadratic masked attention).
-        # BENCH_ROWS / BENCH_BS / BENCH_BF16=0 override.
-        bf16 = _fast_bf16() and os.environ.get("BENCH_BF16", "1") == "1"
-        rows, per_step = int(os.environ.get("BENCH_ROWS", "1024")), int(os.environ.get("BENCH_BS", "2"))
-        common["cutoff_len"] = rows
-        cfg = TrainConfig(**common, per_device_train_batch_size=per_step, packing=True,
-                          precision="bf16" if bf16 else "fp32")
-        if bf16:  # keep the base in fp32 and let autocast run the matmuls in bf16
-            cfg.extra["bf16"] = True
-            cfg.precision = "fp32"
-        ds, ev = pack_dataset(train, rows), held
-        collator = PackedCollator(tok)
-    padded_tokens = [0]
+    cfg = TrainConfig(base_model="", output_dir=out, per_device_train_batch_size=MICRO, gradient_accumulation_steps=ga,
+                      num_epochs=1.0, learning_rate=LR, lr_scheduler_type="cosine", lora_r=8, lora_alpha=16,
+                      lora_dropout=0.05, lora_target="q_proj,v_proj", cutoff_len=cutoff, save_strategy="no",
+                      logging_steps=1, disable_tqdm=True, seed=SEED, overwrite_output_dir=True, plot_loss=False)
+    _, _, collator = batching(cfg, tok, train, None)
+    rec, clock = Recorder(collator, train, ga), _clock()
+    run_training(cfg, model=model, tokenizer=tok, train_dataset=train, data_collator=rec, callbacks=[clock])
+    return model, rec, clock, "bf16-autocast" if use_cpu_autocast(cfg) else "fp32"
 
-    def counting(features, _inner=collator):
-        batch = _inner(features)
-        padded_tokens[0] += int(batch["input_ids"].numel())
-        return batch
 
-    res = run_training(cfg, model=model, tokenizer=tok, train_dataset=ds, data_collator=counting)
-    seconds = res.metrics["train_seconds"]
-    # eval: loss per trained token on the same held-out samples, unpacked, fp32
+def run_trl(model, tok, train, ga: int, out: str):
+    """TRL SFTTrainer, padding_free=True (flattened micro-batches, same samples per step), fp32, no checkpointing."""
+    from trl import SFTConfig, SFTTrainer
+
+    from labkit.env.threads import configure_threads
+
+    configure_threads()
+    model = _peft(model)
+    args = SFTConfig(**_common_args(out, ga), padding_free=True, max_length=None, bf16=False, fp16=False,
+                     gradient_checkpointing=False, dataset_kwargs={"skip_prepare_dataset": True})
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train.remove_columns(["attention_mask"]),
+                         processing_class=tok)
+    rec, clock = Recorder(trainer.data_collator, train, ga), _clock()
+    trainer.data_collator = rec
+    trainer.add_callback(clock)
+    trainer.train()
+    return model, rec, clock, "fp32"
+
+
+def held_out_loss(model, tok, held) -> float:
+    """Loss per trained token on the held-out samples: padded batches of 8, fp32, eval mode."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
     pad = DataCollatorForSeq2Seq(tok, return_tensors="pt", padding=True)
-    m = res  # noqa: F841
-    peft_model = _trained_model(path, res.output_dir)
-    tot_loss, tot_tok = 0.0, 0
+    model.eval()
+    total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(held), 8):
             batch = pad([held[j] for j in range(i, min(i + 8, len(held)))])
-            out = peft_model(**batch)
-            k = int((batch["labels"][:, 1:] != -100).sum())
-            tot_loss += float(out.loss) * k
-            tot_tok += k
-    n_params = sum(p.numel() for n, p in peft_model.named_parameters() if "embed_tokens" not in n)
-    flops = 4 * n_params * n_real  # LoRA: forward 2N + input-gradient backward 2N per real token (no frozen dW)
-    return {"mode": mode, "seconds": seconds, "trained_tokens": n_label, "tokens_per_s": n_label / seconds,
-            "padding_share": 1 - n_real / max(padded_tokens[0], 1), "steps": res.metrics["global_step"],
-            "final_train_loss": res.metrics.get("final_train_loss"), "eval_loss_per_token": tot_loss / tot_tok,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gflops": flops / seconds / 1e9,
-            "precision": "bf16-autocast" if cfg.extra.get("bf16") else "fp32"}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+            tgt = batch["labels"][:, 1:]
+            keep = tgt != -100
+            total += float(torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), tgt[keep], reduction="sum"))
+            count += int(keep.sum())
+    return total / max(count, 1)
 
 
-def _fast_bf16() -> bool:
-    """bf16 autocast pays off only where bf16 matmuls beat fp32 clearly (AVX-512 BF16 / AMX)."""
-    return matmul_peak("bfloat16", seconds=0.3) > 1.5 * matmul_peak("float32", seconds=0.3)
+def flops(model, train, logits_everywhere: bool) -> tuple[float, float]:
+    """(model FLOPs, executed FLOPs) of one epoch: 4 x linear weights per real token (forward + input gradients,
+    frozen base) + 6 x LoRA weights + causal attention 6 x n^2 x hidden x layers per sample; executed FLOPs
+    count the lm_head only where logits were computed."""
+    import torch
+
+    cfg = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    head = body = lora = 0
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            n = mod.weight.numel()
+            if "lora_" in name:
+                lora += n
+            elif name.endswith("lm_head"):
+                head += n
+            else:
+                body += n
+    lengths = [len(x) for x in train["input_ids"]]
+    labelled = sum(sum(1 for t in lab[1:] if t != -100) for lab in train["labels"])
+    tokens = sum(lengths)
+    attn = sum(6 * n * n * cfg.hidden_size * cfg.num_hidden_layers for n in lengths)  # causal: 2n^2d fwd, x3 w/ bwd
+    model_flops = (4 * (body + head) + 6 * lora) * tokens + attn
+    executed = (4 * body + 6 * lora) * tokens + attn + 4 * head * (tokens if logits_everywhere else labelled)
+    return float(model_flops), float(executed)
 
 
-def _trained_model(base_path, adapter_dir):
-    from peft import PeftModel
+def run(kind: str, mode: str, sizes: dict, cache: bool = False) -> dict:
+    """One training run of `mode` on the `kind` model; its measurements."""
+    model, tok = load_model_kind(kind, cache)
+    train, held = bench_data(tok, sizes["samples"], sizes["held"], sizes["cutoff"])
+    out = tempfile.mkdtemp(prefix=f"labkit_bench_{kind}_{mode}_")
+    if mode == "labkit":
+        model, rec, clock, precision = run_labkit(model, tok, train, sizes["ga"], out, sizes["cutoff"])
+    else:
+        model, rec, clock, precision = {"baseline": run_baseline, "trl": run_trl}[mode](
+            model, tok, train, sizes["ga"], out)
+    seconds = clock.wall
+    import torch
 
-    from labkit.models import load_model
+    real = sum(len(x) for x in train["input_ids"])
+    labelled = sum(sum(1 for t in lab[1:] if t != -100) for lab in train["labels"])
+    model_flops, executed = flops(model, train, logits_everywhere=mode != "labkit")
+    steps = rec.step_sets()
+    peak = matmul_peak("bfloat16" if precision.startswith("bf16") else "float32", seconds=0.3)
+    result = {"model": kind, "mode": mode, "precision": precision, "threads": torch.get_num_threads(),
+              "seconds": seconds, "cpu_seconds": clock.cpu, "samples": len(train), "steps": len(steps),
+              "step_samples": steps, "real_tokens": real, "trained_tokens": labelled,
+              "tokens_per_s": labelled / seconds, "samples_per_s": len(train) / seconds,
+              "padding_share": 1 - real / max(rec.padded, 1),
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "model_gflop": model_flops / 1e9, "executed_gflop": executed / 1e9,
+              "eval_loss_per_token": held_out_loss(model, tok, held), "matmul_peak_gflops": peak}
+    shutil.rmtree(out, ignore_errors=True)
+    return result
 
-    return PeftModel.from_pretrained(load_model(str(base_path)), str(adapter_dir)).eval()
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def _child(kind: str, mode: str, small: bool) -> dict:
+    cmd = [sys.executable, __file__, "--_child", f"{kind}:{mode}"] + (["--small"] if small else [])
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("CHILD ")]
+    if p.returncode != 0 or not line:
+        raise SystemExit(f"{kind}/{mode} run failed (exit {p.returncode}):\n{p.stderr[-4000:]}")
+    return json.loads(line[-1][6:])
+
+
+def _expected_steps(n: int, ga: int) -> list[list[int]]:
+    from labkit.train.batching import step_batches
+
+    return step_batches(n, MICRO, ga, SEED)
+
+
+def _print_table(results: dict, peak: dict, sizes: dict, isolated: bool) -> None:
+    rss = "process" if isolated else "run (one process: cumulative)"
+    print(f"matmul peak (measured in this run): fp32 {peak['float32']:.1f} GFLOP/s"
+          + (f", bf16 {peak['bfloat16']:.1f}" if peak.get("bfloat16") else "")
+          + f"; data {DATASETS}, cutoff {sizes['mid']['cutoff']}, micro batch {MICRO}; peak RSS per {rss}")
+    print(f"{'model':<6}{'run':<10}{'prec':>14}{'thr':>4}{'steps':>6}{'smp/step':>9}{'trained tok/s':>14}"
+          f"{'samples/s':>10}{'padding':>8}{'peak MB':>8}{'MFU':>7}{'hwMFU':>7}{'eval loss/tok':>14}")
+    for kind, runs in results.items():
+        for mode, r in runs.items():
+            print(f"{kind:<6}{mode:<10}{r['precision']:>14}{r['threads']:>4}{r['steps']:>6}"
+                  f"{MICRO * sizes[kind]['ga']:>9}{r['tokens_per_s']:>14.1f}{r['samples_per_s']:>10.2f}"
+                  f"{r['padding_share']:>8.1%}{r['peak_rss_mb']:>8.0f}{r['mfu']:>7.1%}{r['hw_mfu']:>7.1%}"
+                  f"{r['eval_loss_per_token']:>14.4f}")
+
+
+def summarize(results: dict, peak: dict, sizes: dict, isolated: bool) -> dict:
+    """MFU and the same-step check per run, the table; the summary dict (the last JSON line)."""
+    same = True
+    for kind, runs in results.items():
+        for r in runs.values():
+            expected = _expected_steps(r["samples"], sizes[kind]["ga"])  # samples left after tokenization
+            p = peak["bfloat16"] if r["precision"].startswith("bf16") and peak.get("bfloat16") else peak["float32"]
+            r["mfu"] = r["model_gflop"] / r["seconds"] / p
+            r["hw_mfu"] = r["executed_gflop"] / r["seconds"] / p
+            r["same_steps_as_trainer"] = r.pop("step_samples") == expected
+            same &= r["same_steps_as_trainer"]
+    _print_table(results, peak, sizes, isolated)
+
+    def ratio(kind, other):
+        return round(results[kind]["labkit"]["tokens_per_s"] / results[kind][other]["tokens_per_s"], 3)
+
+    loss_ok = all(runs["labkit"]["eval_loss_per_token"] <= runs["baseline"]["eval_loss_per_token"] * 1.02
+                  for runs in results.values())
+    mid = results["mid"]["labkit"]
+    def cpu_ratio(kind):  # CPU seconds, a steadier comparison on a shared machine (same threads assumed)
+        return round(results[kind]["baseline"]["cpu_seconds"] / results[kind]["labkit"]["cpu_seconds"], 3)
+
+    return {"ratio": ratio("mid", "baseline"), "ratio_trl": ratio("mid", "trl"),
+            "ratio_tiny": ratio("tiny", "baseline"), "ratio_trl_tiny": ratio("tiny", "trl"),
+            "ratio_cpu": cpu_ratio("mid"), "ratio_cpu_tiny": cpu_ratio("tiny"), "same_steps": same,
+            "loss_no_worse": loss_ok, "mfu_mid": round(mid["mfu"], 4), "hw_mfu_mid": round(mid["hw_mfu"], 4),
+            "fp32_peak_gflops": round(peak["float32"], 1), "bf16_peak_gflops": round(peak.get("bfloat16") or 0, 1),
+            "samples": {k: runs["labkit"]["samples"] for k, runs in results.items()},
+            "samples_per_step": {k: MICRO * v["ga"] for k, v in sizes.items()},
+            "runs": {k: {m: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in r.items()}
+                         for m, r in runs.items()} for k, runs in results.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--small", action="store_true", help="64 samples (a quick check)")
-    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--small", action="store_true", help="a few samples per run, all runs in this process (tests)")
     ap.add_argument("--_child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    n = 64 if args.small else args.samples
+    small = args.small or os.environ.get("BENCH_SMALL", "") == "1"
+    sizes = SMALL if small else FULL
     if args._child:
-        print("CHILD " + json.dumps(child(args._child, n)), flush=True)
+        kind, mode = args._child.split(":")
+        print("CHILD " + json.dumps(run(kind, mode, sizes[kind])), flush=True)
         return 0
-    peak = matmul_peak("float32")
-    results = {}
-    for mode in ("baseline", "labkit"):
-        p = subprocess.run([sys.executable, __file__, "--samples", str(n), "--_child", mode], capture_output=True,
-                           text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        line = [ln for ln in p.stdout.splitlines() if ln.startswith("CHILD ")]
-        if p.returncode != 0 or not line:
-            print(p.stderr[-3000:], file=sys.stderr)
-            return 1
-        results[mode] = json.loads(line[-1][6:])
-    peak_after = matmul_peak("float32")
-    peak = max(peak, peak_after)
-    print(f"fp32 matmul peak (measured now): {peak:.1f} GFLOP/s; {n} samples of {DATASETS}, template {TEMPLATE}")
-    print(f"{'run':<9}{'prec':>14}{'steps':>7}{'trained tok/s':>15}{'padding':>9}{'peak MB':>9}"
-          f"{'train loss':>11}{'eval loss/tok':>14}{'MFU':>7}")
-    for mode, r in results.items():
-        r["mfu"] = r["gflops"] / peak
-        print(f"{mode:<9}{r['precision']:>14}{r['steps']:>7}{r['tokens_per_s']:>15.1f}{r['padding_share']:>9.1%}"
-              f"{r['peak_rss_mb']:>9.0f}{r['final_train_loss']:>11.4f}{r['eval_loss_per_token']:>14.4f}{r['mfu']:>7.1%}")
-    base, lab = results["baseline"], results["labkit"]
-    summary = {"ratio": round(lab["tokens_per_s"] / base["tokens_per_s"], 3), "samples": n,
-               "baseline_tokens_per_s": round(base["tokens_per_s"], 1), "labkit_tokens_per_s": round(lab["tokens_per_s"], 1),
-               "baseline_padding_share": round(base["padding_share"], 4), "labkit_padding_share": round(lab["padding_share"], 4),
-               "baseline_eval_loss": round(base["eval_loss_per_token"], 4), "labkit_eval_loss": round(lab["eval_loss_per_token"], 4),
-               "loss_no_worse": lab["eval_loss_per_token"] <= base["eval_loss_per_token"] + 1e-3,
-               "baseline_mfu": round(base["mfu"], 4), "labkit_mfu": round(lab["mfu"], 4),
-               "fp32_peak_gflops": round(peak, 1), "labkit_precision": lab["precision"]}
-    print(json.dumps(summary))
+    from labkit.env.threads import configure_threads
+    from labkit.train.batching import fast_bf16_cpu
+
+    configure_threads()
+    peak = {"float32": matmul_peak("float32", seconds=0.2 if small else 0.6)}
+    if fast_bf16_cpu():
+        peak["bfloat16"] = matmul_peak("bfloat16", seconds=0.2 if small else 0.6)
+    results: dict = {}
+    for kind in ("tiny", "mid"):
+        results[kind] = {}
+        for mode in MODES:
+            results[kind][mode] = run(kind, mode, sizes[kind], cache=True) if small else _child(kind, mode, small)
+    peak["float32"] = max([peak["float32"], matmul_peak("float32", seconds=0.2 if small else 0.6)]
+                          + [r["matmul_peak_gflops"] for runs in results.values() for r in runs.values()
+                             if r["precision"] == "fp32"])  # the best seen in this run: MFU's denominator
+    if peak.get("bfloat16"):
+        peak["bfloat16"] = max([peak["bfloat16"]] + [r["matmul_peak_gflops"] for runs in results.values()
+                                                     for r in runs.values() if r["precision"] != "fp32"])
+    print(json.dumps(summarize(results, peak, sizes, isolated=not small)))
     return 0
 
 

@@ -170,3 +170,42 @@ def test_length_grouped_batches():
     assert batches == length_grouped_batches(lengths, batch_size=8, seed=1)
     sampler = LengthGroupedBatchSampler(lengths, 8, seed=1)
     assert len(list(sampler)) == len(sampler) == 63
+
+
+def test_document_collator_flattens_without_padding():
+    from labkit.data.packing import DocumentCollator
+
+    ds = _samples(n=5)
+    feats = [ds[i] for i in range(len(ds))]
+    batch = DocumentCollator()(feats)
+    lengths = [len(f["input_ids"]) for f in feats]
+    T = sum(lengths)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["position_ids"].shape == (1, T)
+    assert "attention_mask" not in batch  # no (T, T) mask: documents come from cu_seq_lens / position_ids
+    assert batch["cu_seq_lens_q"].tolist() == [0] + torch.tensor(lengths).cumsum(0).tolist()
+    assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["max_length_q"] == max(lengths)
+    start = 0
+    for f, n in zip(feats, lengths):
+        assert batch["input_ids"][0, start:start + n].tolist() == f["input_ids"]
+        assert batch["position_ids"][0, start:start + n].tolist() == list(range(n))
+        assert batch["labels"][0, start].item() == IGNORE_INDEX  # never predicted from the previous sample
+        assert batch["labels"][0, start + 1:start + n].tolist() == f["labels"][1:]
+        start += n
+
+
+def test_document_collator_equals_separate_runs():
+    """Flattened rows with labkit's document attention: every sample's logits equal running it alone."""
+    from labkit.data.packing import DocumentCollator
+    from labkit.models.attention import use_docs_attention
+
+    for model in (_llama("sdpa"), _baichuan("sdpa")):
+        ds = _samples()
+        ref_logits, ref_loss = _reference(model, ds)
+        use_docs_attention(model)
+        batch = DocumentCollator()([ds[i] for i in range(len(ds))])
+        with torch.no_grad():
+            out = model(**batch)
+        assert abs(out.loss.item() - ref_loss) < 1e-5
+        bounds = batch["cu_seq_lens_q"].tolist()
+        for k, (s, e) in enumerate(zip(bounds, bounds[1:])):
+            torch.testing.assert_close(out.logits[0, s:e], ref_logits[k], atol=1e-5, rtol=0)

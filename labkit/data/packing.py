@@ -1,4 +1,4 @@
-"""Sample packing (restarted position_ids + block-diagonal causal 4-D float mask), padding, length-grouped batching."""
+"""Sample packing: documents flattened into rows (DocumentCollator), pre-packed rows with a 4-D mask, padding."""
 
 from __future__ import annotations
 
@@ -128,6 +128,41 @@ class PackedCollator:
         valid = _pad([[1] * len(f["input_ids"]) for f in features], 0, T)  # (B, T)
         mask = block_diagonal_mask(position_ids, valid, self.dtype)  # (B, 1, T, T)
         return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": mask}
+
+
+@dataclass
+class DocumentCollator:
+    """Flatten a micro-batch of samples into one row (1, sum of lengths), no padding, no mask.
+
+    Outputs input_ids, labels (the first label of every sample is -100: it would be predicted from the previous
+    sample), position_ids restarting at 0 per sample, and the flash-attention convention `cu_seq_lens_q/k`
+    (int32, (n+1,)) and `max_length_q/k` (as transformers' DataCollatorWithFlattening). With
+    `labkit.models.attention` ("labkit_docs") each sample attends only within itself, computed per document;
+    with "sdpa" transformers builds the block mask from position_ids (right, but dense). The samples of a
+    micro-batch are those the sampler gave: packing here never changes what an optimizer step contains.
+    """
+
+    pad_token_id: int = 0  # unused (no padding); kept so it is a drop-in for the other collators
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        import numpy as np
+
+        lengths = np.fromiter((len(f["input_ids"]) for f in features), dtype=np.int64, count=len(features))  # (n,)
+        cu = np.zeros(len(features) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=cu[1:])
+        total = int(cu[-1])
+        ids = np.concatenate([np.asarray(f["input_ids"], dtype=np.int64) for f in features])  # (T,)
+        if "labels" in features[0]:
+            labels = np.concatenate([np.asarray(f["labels"], dtype=np.int64) for f in features])  # (T,)
+        else:
+            labels = ids.copy()
+        labels[cu[:-1]] = IGNORE_INDEX
+        position_ids = np.arange(total, dtype=np.int64) - np.repeat(cu[:-1], lengths)  # (T,)
+        cu_t = torch.from_numpy(cu.astype(np.int32))
+        longest = int(lengths.max()) if len(lengths) else 0
+        return {"input_ids": torch.from_numpy(ids)[None], "labels": torch.from_numpy(labels)[None],  # (1, T)
+                "position_ids": torch.from_numpy(position_ids)[None],  # (1, T)
+                "cu_seq_lens_q": cu_t, "cu_seq_lens_k": cu_t, "max_length_q": longest, "max_length_k": longest}
 
 
 @dataclass
