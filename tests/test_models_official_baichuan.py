@@ -11,6 +11,7 @@ from labkit.errors import LabkitError
 from labkit.models import load_model, load_tokenizer
 from labkit.models.configuration_baichuan import BaiChuanConfig
 from labkit.models.modeling_baichuan import BaiChuanForCausalLM
+from labkit.models.release_layout import write_official_baichuan
 from labkit.models.tokenizer_baichuan import BaiChuanTokenizer
 
 TEXTS = [
@@ -21,52 +22,10 @@ TEXTS = [
     "抱歉，我不能提供这方面的帮助。I'm sorry, but I can't help with that request.",
 ] * 20
 
-REMOTE = 'raise RuntimeError("the published remote code must never run")\nimport xformers\n'
-
-
-def _added(content):
-    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": True, "rstrip": False,
-            "single_word": False}
-
 
 def _write_official(folder, model, sp_bytes, fmt="bin"):
-    folder.mkdir()
-    c = model.config
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["BaiChuanForCausalLM"],
-        "auto_map": {"AutoConfig": "configuration_baichuan.BaiChuanConfig",
-                     "AutoModelForCausalLM": "modeling_baichuan.BaiChuanForCausalLM"},
-        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": c.hidden_size,
-        "initializer_range": 0.02, "intermediate_size": c.intermediate_size, "max_position_embeddings": 4096,
-        "model_max_length": 4096, "model_type": "baichuan", "num_attention_heads": c.num_attention_heads,
-        "num_hidden_layers": c.num_hidden_layers, "pad_token_id": 0, "rms_norm_eps": 1e-06,
-        "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.29.1",
-        "use_cache": True, "vocab_size": c.vocab_size}, indent=2))
-    (folder / "generation_config.json").write_text(json.dumps(
-        {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-         "transformers_version": "4.29.1"}))
-    for name in ("configuration_baichuan.py", "modeling_baichuan.py", "tokenization_baichuan.py"):
-        (folder / name).write_text(REMOTE)
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    head_dim = c.hidden_size // c.num_attention_heads
-    for layer in range(c.num_hidden_layers):  # the release stores the rotary buffer too
-        sd[f"model.layers.{layer}.self_attn.rotary_emb.inv_freq"] = \
-            1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
-    if fmt == "bin":
-        torch.save(sd, folder / "pytorch_model.bin")
-    else:
-        from safetensors.torch import save_file
-
-        save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "tokenizer.model").write_bytes(sp_bytes)
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "auto_map": {"AutoTokenizer": ["tokenization_baichuan.BaiChuanTokenizer", None]},
-        "add_bos_token": False, "add_eos_token": False, "bos_token": _added("<s>"),
-        "clean_up_tokenization_spaces": False, "eos_token": _added("</s>"),
-        "model_max_length": 1000000000000000019884624838656, "sp_model_kwargs": {},
-        "tokenizer_class": "BaiChuanTokenizer", "unk_token": _added("<unk>")}, indent=2))
-    (folder / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": _added("<s>"), "eos_token": _added("</s>"), "unk_token": _added("<unk>")}))
+    """The official release's layout, written by the same code as bench/rehearsal_7b_width.py uses."""
+    write_official_baichuan(folder, model.config, {k: v.clone() for k, v in model.state_dict().items()}, sp_bytes, fmt)
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +104,32 @@ def test_tokenizer_add_bos_follows_config(official, tmp_path):
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
     tok = load_tokenizer(folder)
     assert tok("你好")["input_ids"] == [1] + official["sp"].encode("你好")
+
+
+def test_official_pickle_release_through_train_export_generate(official, tmp_path, capsys):
+    """The seed's LET Baichuan command on the official layout: refused before anything loads without
+    --allow_pickle (the flag named), then train -> export -> generate with it."""
+    from labkit.cli import main as labkit_main
+    from labkit.paths import data_dir
+
+    out, merged = tmp_path / "adapter", tmp_path / "merged"
+    train = ["train", "--model_name_or_path", str(official["bin"]), "--do_train", "--dataset", "tasks",
+             "--dataset_dir", str(data_dir()), "--finetuning_type", "lora", "--lora_rank", "4", "--lora_target",
+             "W_pack", "--output_dir", str(out), "--per_device_train_batch_size", "2", "--max_steps", "2",
+             "--max_samples", "8", "--learning_rate", "1e-2"]
+    assert labkit_main(train) == 2
+    err = capsys.readouterr().err
+    assert "--allow_pickle" in err and "Traceback" not in err and not out.exists()
+    assert labkit_main(train + ["--allow_pickle"]) == 0
+    assert (out / "adapter_model.safetensors").is_file()
+    capsys.readouterr()
+    export = ["export", "--base_model", str(official["bin"]), "--lora_weights", str(out), "--output_dir", str(merged)]
+    assert labkit_main(export) == 2 and "--allow_pickle" in capsys.readouterr().err and not merged.exists()
+    assert labkit_main(export + ["--allow_pickle"]) == 0
+    assert (merged / "model.safetensors").is_file() or list(merged.glob("*.safetensors"))
+    capsys.readouterr()
+    gen = ["generate", "--base_model", str(official["bin"]), "--lora_weights", str(out), "--prompt", "你好",
+           "--max_new_tokens", "4", "--allow_pickle", "--json"]
+    assert labkit_main(gen) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(answers) == 1 and answers[0]["prompt"] == "你好" and isinstance(answers[0]["adapter"], str)

@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lora_weights", default="", help="LoRA adapter folder (adapter_config.json + safetensors)")
     ap.add_argument("--allow_empty_adapter", action="store_true",
                     help="use the adapter even when every lora_B is zero (it then changes nothing)")
+    ap.add_argument("--allow_pickle", action="store_true", help="read pickle weights (pytorch_model*.bin, e.g. the official Baichuan-7B release) with torch.load(weights_only=True)")
     ap.add_argument("--load_8bit", nargs="?", const=True, default=False, type=_bool, help="load the base in int8")
     ap.add_argument("--load_4bit", nargs="?", const=True, default=False, type=_bool, help="load the base in nf4")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8", "nf4"],
@@ -114,7 +115,8 @@ def main(argv: list[str]) -> int:
                                temperature=args.temperature if args.temperature else 1.0, top_p=args.top_p,
                                top_k=args.top_k, num_beams=args.num_beams,
                                repetition_penalty=args.repetition_penalty, seed=args.seed)
-    model, tokenizer = load_with_adapter(base, lora or None, precision, allow_empty=args.allow_empty_adapter)
+    model, tokenizer = load_with_adapter(base, lora or None, precision, allow_empty=args.allow_empty_adapter,
+                                         allow_pickle=args.allow_pickle)
     if args.compare and lora:
         out = generate_pair(model, tokenizer, prompts, template_obj, sampling=sampling, batch_size=args.batch_size)
     else:

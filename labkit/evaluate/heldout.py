@@ -63,7 +63,7 @@ def base_for(arch: str, value: str = "", info: dict | None = None) -> str:
 
 
 def load_with_adapter(base: str | Path, adapter: str | Path | None, precision: str = "fp32",
-                      allow_empty: bool = False) -> tuple[Any, Any]:
+                      allow_empty: bool = False, allow_pickle: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer): the base loaded ONCE at `precision`, the LoRA adapter on top (not merged).
 
     `base` follows labkit.models.resolve_base; an adapter whose every lora_B is zero is refused unless
@@ -74,7 +74,7 @@ def load_with_adapter(base: str | Path, adapter: str | Path | None, precision: s
     from labkit.models.load import resolve_base
 
     base = resolve_base(base)
-    model = load_model(base, precision=precision)
+    model = load_model(base, precision=precision, allow_pickle=allow_pickle)
     tokenizer = load_tokenizer(base)
     if adapter is not None:
         from labkit.models.integrity import load_adapter  # checks every tensor was applied

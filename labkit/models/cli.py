@@ -44,9 +44,10 @@ def export_main(argv: list[str]) -> int:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype of the merged weights")
     ap.add_argument("--allow_empty_adapter", action="store_true",
                     help="export even when every lora_B is zero (the merge then equals the base)")
+    ap.add_argument("--allow_pickle", action="store_true", help="read pickle weights (pytorch_model*.bin, e.g. the official Baichuan-7B release) with torch.load(weights_only=True)")
     args = ap.parse_args(argv)
     summary = merge_and_export(args.base_model, args.lora_weights, args.output_dir, precision=args.precision,
-                               allow_empty=args.allow_empty_adapter)
+                               allow_empty=args.allow_empty_adapter, allow_pickle=args.allow_pickle)
     for key, value in summary.items():
         if key != "output_dir":
             print(f"{key}: {value}", file=sys.stderr)

@@ -54,7 +54,7 @@ def _save(merged, model, base_dir: Path, lora_dir: Path, tmp: Path, arch: str, p
 
 
 def merge_and_export(base_path, lora_path, output_dir, precision: str = "fp32", atol: float = 1e-4,
-                     reload_check: bool = True, allow_empty: bool = False) -> dict:
+                     reload_check: bool = True, allow_empty: bool = False, allow_pickle: bool = False) -> dict:
     """Load base (fp32 by default) + adapter (checked), merge, save safetensors + tokenizer into `output_dir`.
 
     `base_path` follows labkit.models.resolve_base (a folder, or tiny-llama / tiny-baichuan). Checks that the
@@ -75,7 +75,8 @@ def merge_and_export(base_path, lora_path, output_dir, precision: str = "fp32", 
     base_dir = model_folder(resolve_base(base_path))
     lora_dir = Path(lora_path).expanduser().resolve()
     _check_output(out, base_dir, lora_dir, precision)
-    base = load_model(base_dir, precision=precision, device_map="cpu", attn_implementation="eager")
+    base = load_model(base_dir, precision=precision, device_map="cpu", attn_implementation="eager",
+                      allow_pickle=allow_pickle)
     arch = base.config.model_type
     probe = _probe(base.config)
     model = load_adapter(base, lora_dir, allow_empty=allow_empty)

@@ -321,8 +321,8 @@ def load_model(path, precision: str = "fp32", device_map=None, attn_implementati
     fmt = weights_format(folder)
     if fmt == "pickle" and not allow_pickle:
         raise LabkitError(f"{folder}: weights are only in pickle format (pytorch_model*.bin), which can run code when "
-                          f"loaded; pass allow_pickle=True to read them with torch.load(weights_only=True), or convert "
-                          f"them to safetensors first")
+                          f"loaded; pass --allow_pickle (allow_pickle=True / allow_pickle: true in a notebook or profile) to read "
+                          f"them with torch.load(weights_only=True), or convert them to safetensors first")
     from labkit.models.integrity import check_model_weights
 
     check_model_weights(folder, fmt)

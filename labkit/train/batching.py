@@ -124,7 +124,7 @@ def use_cpu_autocast(cfg: TrainConfig) -> bool:
         return forced == "1" and not torch.cuda.is_available()
     if not cfg.packing or torch.cuda.is_available() or cfg.precision != "fp32":
         return False
-    return getattr(cfg, "autocast", "auto") in ("auto", "bf16", True) and fast_bf16_cpu()
+    return cfg.autocast == "auto" and fast_bf16_cpu()
 
 
 def speed_arguments(cfg: TrainConfig, args):

@@ -31,6 +31,7 @@ class TrainConfig:
     precision: str = "fp32"  # base weights: fp32 | bf16 | fp16 | int8 | nf4 (8/4-bit = QLoRA)
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
+    allow_pickle: bool = False  # read pytorch_model*.bin (weights_only=True); safetensors need nothing
     # data
     datasets: str = "tasks,negatives"  # registry names (comma list) in dataset_dir/dataset_info.json
     data_path: str = ""  # a single data file (alpaca-lora --data_path); overrides datasets when set
@@ -45,6 +46,7 @@ class TrainConfig:
     max_samples: int | None = None
     train_on_inputs: bool = False
     packing: bool = True
+    autocast: str = "auto"  # CPU bf16 autocast: auto (where AMX/AVX512-BF16 exists) | off; LABKIT_AUTOCAST=0/1 wins
     group_by_length: bool = False
     # optimisation
     num_epochs: float = 1.0
@@ -103,6 +105,8 @@ class TrainConfig:
             raise bad("eval_strategy", f"unknown strategy; use one of {', '.join(EVAL_STRATEGIES)}")
         if self.save_strategy not in ("no", "steps", "epoch"):
             raise bad("save_strategy", "unknown strategy; use no, steps or epoch")
+        if self.autocast not in ("auto", "off"):
+            raise bad("autocast", "must be auto or off")
         if self.arch not in ("llama", "baichuan"):
             raise bad("arch", "unknown architecture; use llama or baichuan")
         for name in ("cutoff_len", "per_device_train_batch_size", "per_device_eval_batch_size",

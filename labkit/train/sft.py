@@ -53,7 +53,8 @@ def load_base(cfg: TrainConfig, path: str | None = None):
     if precision == "fp16" and not on_cuda():
         notice("fp16 needs a CUDA GPU; loading the base in fp32 on CPU")
         precision = "fp32"
-    model = load_model(path, precision=precision, attn_implementation=cfg.attn_implementation)
+    model = load_model(path, precision=precision, attn_implementation=cfg.attn_implementation,
+                       allow_pickle=cfg.allow_pickle)
     return model, load_tokenizer(path)
 
 
@@ -276,8 +277,9 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, report_to: list[str] 
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
         label_names=["labels"],
-        gradient_checkpointing=cfg.gradient_checkpointing and not cfg.is_quantized,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        # transformers 5 names (the gradient_checkpointing* spellings warn on every run)
+        activation_checkpointing=cfg.gradient_checkpointing and not cfg.is_quantized,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         disable_tqdm=cfg.disable_tqdm,
         dataloader_num_workers=cfg.dataloader_num_workers,
         optim="adamw_torch",
@@ -375,8 +377,13 @@ def prepare_run(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=N
     if model is None:
         base = resolve_base(cfg)
         from labkit.models import arch_of
+        from labkit.models.load import model_folder, weights_format
 
         cfg.arch = arch_of(base)
+        if weights_format(model_folder(base)) == "pickle" and not cfg.allow_pickle:
+            raise LabkitError(f"{base}: weights are only in pickle format (pytorch_model*.bin, e.g. the official "
+                              "Baichuan-7B release); pass --allow_pickle to read them with "
+                              "torch.load(weights_only=True), or convert them to safetensors")
     else:
         cfg.arch = _arch(model, cfg.arch)
     if cfg.lora_target:
