@@ -239,3 +239,40 @@ def test_rotation_with_load_best_and_a_moved_run(tmp_path):
     state = json.loads((moved / "trainer_state.json").read_text())
     assert state["global_step"] == 20 and Path(state["best_model_checkpoint"]).parent == moved
     assert all(ck.is_complete(c) for c in ck.list_checkpoints(moved))
+
+
+def test_disk_full_while_saving_a_checkpoint_is_a_clean_error(tmp_path, monkeypatch):
+    """ENOSPC in the middle of a checkpoint save: one LabkitError naming the folder, and the half-written folder has
+    no completion marker, so `auto` never resumes from it."""
+    import errno
+
+    from transformers import Trainer
+
+    from labkit.data.tokenize import tokenize_examples
+    from labkit.models import load_model, load_tokenizer
+    from labkit.models.tiny import tiny_model_path
+    from labkit.train.config import TrainConfig
+    from labkit.train.sft import run_training
+
+    def full_disk(self, model, trial):
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", full_disk)
+    path = tiny_model_path("llama")
+    model, tok = load_model(path), load_tokenizer(path)
+    examples = [{"messages": [{"role": "user", "content": f"数 {i}"}, {"role": "assistant", "content": str(i)}]}
+                for i in range(8)]
+    ds, _ = tokenize_examples(examples, tok, "labkit/roles", 64)
+    out = tmp_path / "out"
+    cfg = TrainConfig(output_dir=str(out), max_steps=2, save_steps=1, per_device_train_batch_size=2, packing=False,
+                      template="labkit/roles", plot_loss=False, disable_tqdm=True, logging_steps=1)
+    from labkit.data.packing import PaddingCollator
+
+    with pytest.raises(LabkitError) as err:
+        run_training(cfg, model=model, tokenizer=tok, train_dataset=ds, data_collator=PaddingCollator(tok))
+    assert "checkpoint-1: could not save the checkpoint (No space left on device)" in str(err.value)
+    assert "last complete checkpoint: none" in str(err.value)
+    assert not (out / "checkpoint-1" / ck.MARKER).exists() and ck.latest_complete(out, quiet=True) is None

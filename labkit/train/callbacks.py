@@ -171,7 +171,13 @@ class LabkitTrainer(Trainer):
         if _fault("kill_save") == self.state.global_step:
             self.save_model(folder, _internal_call=True)  # adapter on disk, the rest not: a crash mid-save
             os.kill(os.getpid(), signal.SIGKILL)
-        super()._save_checkpoint(model, trial)
+        try:
+            super()._save_checkpoint(model, trial)
+        except OSError as err:  # a full or read-only disk mid-save: no marker, so the folder never counts as complete
+            last = ck.latest_complete(self.args.output_dir, quiet=True)
+            raise LabkitError(f"{folder}: could not save the checkpoint ({err.strerror or err}); it has no completion "
+                              f"marker and will be skipped on resume. Free space or choose another --output_dir; "
+                              f"last complete checkpoint: {last or 'none'}") from None
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.barrier()  # every rank's RNG file is on disk
         if self.args.should_save and os.path.isdir(folder):
