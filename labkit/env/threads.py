@@ -129,6 +129,19 @@ def explicit_threads() -> int | None:
     return None
 
 
+def plan_threads(sample_seconds: float = 0.3) -> tuple[int, float | None, int]:
+    """(threads, CPUs other processes keep busy or None, usable CPUs) for this machine now; torch not needed.
+    An explicit LABKIT_THREADS / OMP_NUM_THREADS wins. The report runner calls it once per run and gives every
+    kernel the same count, so a run's numbers do not depend on load changing in the middle of it."""
+    explicit = explicit_threads()
+    planner = ThreadPlanner()
+    if explicit is not None:
+        return explicit, None, planner.limit
+    time.sleep(sample_seconds)
+    others = planner.others_busy()
+    return planner.plan(others), others, planner.limit
+
+
 def configure_threads(sample_seconds: float = 0.3, planner: ThreadPlanner | None = None) -> int:
     """Set torch's intra-op threads for this machine now; returns the count. Warns once if oversubscribed."""
     import torch

@@ -121,6 +121,9 @@ def rerun(source: str | Path, rtol: float = 0.0, share_kernel: bool | None = Non
         for line in environment_lines(env_diffs) + code + outside_lines(old, kwargs.get("overrides")):
             say(line)
         kwargs.setdefault("command", None)
+        if old.get("threads") and not kwargs.get("threads"):
+            kwargs["threads"] = int(old["threads"])  # CPU results are bit-identical only at the same thread count
+            say(f"threads: {kwargs['threads']}, as recorded")
         kwargs["share_kernel"] = (old.get("kernel") == "shared") if share_kernel is None else share_kernel
         result = run(profile=old.get("profile") or "tiny", only=list(old["notebooks"]),
                      parameters=old.get("parameters") or {}, echo=echo, torch_details=True,

@@ -84,6 +84,7 @@ class RunOptions:
     start_timeout: int = 120  # seconds for a kernel to start
     rerun_of: dict[str, Any] | None = None  # set by `--rerun`: which run this repeats
     torch_details: bool = False  # the runner's fingerprint imports torch (CUDA, GPUs, bf16): a rerun compares them
+    threads: int | None = None  # torch threads for every kernel (a rerun: the recorded count); None = by load now
 
 
 @dataclasses.dataclass
@@ -165,6 +166,7 @@ def prepare_run_folder(opts: RunOptions, plan: RunPlan, started: float) -> RunSt
         "paths": {**portable.LEGEND, "outside": {}},
     }
     state = RunState(opts, plan, run_dir, manifest, started)
+    manifest["threads"] = run_threads(opts, state)
     partial = len(plan.selected) != len(plan.notebooks)
     manifest.update({
         "parameters": state.portable(plan.params.final, "parameters"),
@@ -189,6 +191,20 @@ def prepare_run_folder(opts: RunOptions, plan: RunPlan, started: float) -> RunSt
         shown = portable.resolve(plan.params.final, run_dir, plan.root)  # as the notebooks get them
         state.say("parameters: " + ", ".join(f"{k}={v!r}" for k, v in shown.items()))
     return state
+
+
+def run_threads(opts: RunOptions, state: RunState) -> int:
+    """Torch threads for every kernel of the run, decided once: the count given (a rerun repeats the recorded one,
+    since CPU results are bit-identical only at the same count), else the CPUs free right now."""
+    from labkit.env.threads import plan_threads
+
+    if opts.threads:
+        return int(opts.threads)
+    n, others, limit = plan_threads()
+    if others is not None and n < limit:
+        state.say(f"warning: the machine is busy (other processes keep ~{others:.1f} CPUs busy): kernels use {n} of "
+                  f"{limit} threads; LABKIT_THREADS=N sets the count")
+    return n
 
 
 def execute_notebook(state: RunState, kernels: KernelSession, path: Path) -> str | None:
@@ -340,7 +356,7 @@ def run_with(opts: RunOptions) -> RunResult:
     kernels = None
     try:
         kernels = KernelSession(ensure_kernel(), plan.notebooks_dir, opts.share_kernel,
-                                LABKIT_RUN_DIR=str(state.run_dir))
+                                LABKIT_RUN_DIR=str(state.run_dir), LABKIT_THREADS=str(state.manifest["threads"]))
         status = run_notebooks(state, kernels)
     except KeyboardInterrupt:
         status = "interrupted"
