@@ -19,12 +19,19 @@ class _LineHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             label = "notice" if record.levelno < logging.WARNING else "warning"
-            in_kernel = "ipykernel" in sys.modules
+            in_kernel = _in_kernel()
             stream = sys.stdout if in_kernel and record.levelno < logging.WARNING else sys.stderr
             stream.write(f"{label}: {record.getMessage()}\n")
             stream.flush()
         except Exception:  # a logging failure must never break training
             self.handleError(record)
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (a ZMQ shell is running), not merely when ipykernel was imported."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and hasattr(shell, "kernel")
 
 
 if not any(isinstance(h, _LineHandler) for h in LOGGER.handlers):

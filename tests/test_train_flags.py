@@ -183,3 +183,11 @@ def test_bad_values_fail_clearly():
         parse(["--lr_scheduler_type", "cosin"])
     with pytest.raises(LabkitError, match="^stray: unexpected argument"):
         parse(["stray"])
+
+
+def test_a_warmup_ratio_alone_replaces_the_default_warmup_steps():
+    """labkit's default warmup_steps would win over a ratio (HF: steps win); asking for a ratio alone means it."""
+    cfg, _ = parse_train_args(["--warmup_ratio", "0.1"], on_gpu=False, world_size=1)
+    assert (cfg.warmup_steps, cfg.warmup_ratio) == (0, 0.1)
+    cfg, _ = parse_train_args(["--warmup_ratio", "0.1", "--warmup_steps", "7"], on_gpu=False, world_size=1)
+    assert (cfg.warmup_steps, cfg.warmup_ratio) == (7, 0.1)

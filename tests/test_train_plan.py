@@ -86,7 +86,7 @@ def test_seed_let_command_plan_numbers(tmp_path):
 
 
 def test_warmup_ratio_and_max_steps():
-    cfg = TrainConfig(warmup_ratio=0.1, per_device_train_batch_size=1, gradient_accumulation_steps=8, num_epochs=3)
+    cfg = TrainConfig(warmup_ratio=0.1, warmup_steps=0, per_device_train_batch_size=1, gradient_accumulation_steps=8, num_epochs=3)
     plan = make_plan(cfg, 1090, world=1)
     assert (plan.planned_steps, plan.warmup_steps) == (411, 42)  # ceil(411 * 0.1), as get_warmup_steps
     assert warmup_of(TrainConfig(warmup_steps=5, warmup_ratio=0.5), 100) == 5  # steps win over a ratio

@@ -28,7 +28,8 @@ BIN = Path(sys.executable).parent
 def _cfg(tmp_path, **over) -> TrainConfig:
     base = {"output_dir": str(tmp_path / "out"), "max_steps": 16, "save_steps": 8, "logging_steps": 2,
             "learning_rate": 3e-3, "lora_target": "q_proj,k_proj,v_proj,o_proj", "packing": False,
-            "disable_tqdm": True}
+            "disable_tqdm": True, "per_device_train_batch_size": 4, "warmup_steps": 0, "lora_r": 8, "lora_alpha": 16,
+            "save_total_limit": None}
     return TrainConfig.from_dict({**base, **over})
 
 

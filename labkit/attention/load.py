@@ -43,9 +43,11 @@ def _trained_base(adapter: Path | None) -> str:
         return ""
 
 
-def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", precision: str = "fp32") -> Loaded:
+def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", precision: str = "fp32",
+                       allow_pickle: bool = False) -> Loaded:
     """Load `arch`'s base (model_path, else the adapter's recorded base, else the tiny model) with eager
-    attention at `precision`, plus its adapter (not merged, so it can be switched off)."""
+    attention at `precision`, plus its adapter (not merged, so it can be switched off). `allow_pickle` reads
+    pytorch_model*.bin weights (the official Baichuan-7B release) with torch.load(weights_only=True)."""
     from labkit.models import load_model, load_tokenizer
 
     adapter, note = resolve_adapter(arch, adapter_path)
@@ -66,7 +68,7 @@ def load_for_attention(arch: str, model_path: str = "", adapter_path: str = "", 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # tqdm bars are widgets in a kernel: empty boxes in the HTML report
     try:
-        model = load_model(base, precision=precision, attn_implementation="eager")
+        model = load_model(base, precision=precision, attn_implementation="eager", allow_pickle=allow_pickle)
         tokenizer = load_tokenizer(base)
         if adapter is not None:
             from labkit.models.integrity import load_adapter

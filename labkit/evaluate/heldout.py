@@ -107,10 +107,12 @@ class ArchEval:
 def evaluate_arch(arch: str, base: str = "", adapter: str = "", *, template: str = "",
                   datasets: str = HELDOUT_DATASETS, max_eval_samples: int = 0, max_new_tokens: int = 32,
                   precision: str = "fp32", batch_size: int = 16, seed: int = 42, verbose: bool = True,
-                  examples: list[dict] | None = None, allow_empty: bool = False, **sampling: Any) -> ArchEval | None:
+                  examples: list[dict] | None = None, allow_empty: bool = False, allow_pickle: bool = False,
+                  **sampling: Any) -> ArchEval | None:
     """Base vs adapter for one architecture on held-out data; None (and a message) when the adapter is missing.
 
-    An adapter whose every lora_B is zero is refused (LabkitError) unless `allow_empty`.
+    An adapter whose every lora_B is zero is refused (LabkitError) unless `allow_empty`; `allow_pickle` reads a
+    base stored as pytorch_model*.bin (torch.load(weights_only=True)).
 
     `template` "" = the template the adapter was trained with (its labkit_train.json), else alpaca-lora/alpaca.
     """
@@ -125,7 +127,8 @@ def evaluate_arch(arch: str, base: str = "", adapter: str = "", *, template: str
     template = template or info.get("template") or "alpaca-lora/alpaca"
     cutoff = max(int(info.get("cutoff_len") or 0), 256)
     t0 = time.perf_counter()
-    model, tokenizer = load_with_adapter(base_path, path, precision, allow_empty=allow_empty)
+    model, tokenizer = load_with_adapter(base_path, path, precision, allow_empty=allow_empty,
+                                         allow_pickle=allow_pickle)
     if examples is None:
         examples = load_heldout(datasets, max_eval_samples, seed)
     cmp = compare(model, tokenizer, examples, template, batch_size=batch_size, cutoff_len=cutoff,

@@ -230,10 +230,10 @@ def _deterministic_torch(threads: int, seed: int):
 # --------------------------------------------------------------------------- tokenizer
 
 
-def _train_tokenizer(texts: list[str]):
+def _train_tokenizer(texts: list[str], vocab_size: int | None = None):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    cfg = RECIPE["tokenizer"]
+    cfg = dict(RECIPE["tokenizer"], **({"vocab_size": vocab_size} if vocab_size else {}))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]"), behavior="isolated"),

@@ -41,6 +41,10 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk=CE_CHUNK):  # hidden (K, D), weight (V, D), targets (K,)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        in_dtype = hidden.dtype
+        if weight.dtype != hidden.dtype and not torch.is_autocast_enabled(hidden.device.type):
+            weight = weight.to(torch.promote_types(hidden.dtype, weight.dtype))  # e.g. fp32 norm out, bf16 head
+            hidden = hidden.to(weight.dtype)
         grads = []
         for s in range(0, hidden.shape[0], chunk):
             logits = torch.mm(hidden[s:s + chunk], weight.t())  # (c, V) in the compute dtype (autocast)
@@ -53,7 +57,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             probs[torch.arange(probs.shape[0], device=probs.device), t] -= 1  # d loss / d logits
             grads.append(torch.mm(probs.to(mm_dtype), weight.to(mm_dtype)))  # (c, D)
         grad = torch.cat(grads) if grads else torch.zeros_like(hidden)
-        ctx.save_for_backward(grad.to(hidden.dtype))
+        ctx.save_for_backward(grad.to(in_dtype))
         return loss
 
     @staticmethod

@@ -49,21 +49,21 @@ class TrainConfig:
     autocast: str = "auto"  # CPU bf16 autocast: auto (where AMX/AVX512-BF16 exists) | off; LABKIT_AUTOCAST=0/1 wins
     group_by_length: bool = False
     # optimisation
-    num_epochs: float = 1.0
+    num_epochs: float = 2.0  # the defaults below are the tiny recipe (notebooks 02/03 use the same values)
     max_steps: int = -1  # > 0 overrides num_epochs
-    learning_rate: float = 3e-4
+    learning_rate: float = 5e-3  # tiny LoRA; a 7B LoRA wants 5e-5..3e-4 (the 7B profiles and dialects set it)
     lr_scheduler_type: str = "cosine"
-    warmup_steps: int = 0
+    warmup_steps: int = 10
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    per_device_train_batch_size: int = 4
+    per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     seed: int = 42
     # LoRA
-    lora_r: int = 8
-    lora_alpha: float = 16
+    lora_r: int = 16
+    lora_alpha: float = 32
     lora_dropout: float = 0.05
     lora_target: str = ""  # "" = preset of the architecture; '[q_proj,v_proj]', W_pack, comma lists
     # logging, eval, checkpoints
@@ -73,7 +73,7 @@ class TrainConfig:
     eval_steps: int | None = None
     save_strategy: str = "steps"
     save_steps: int = 100
-    save_total_limit: int | None = None
+    save_total_limit: int | None = 2  # complete checkpoints kept; None keeps all (the HF default)
     load_best_model_at_end: bool = False
     resume_from_checkpoint: str = ""  # "" = fresh; PATH | auto | true = newest complete checkpoint
     overwrite_output_dir: bool = False

@@ -27,7 +27,7 @@ LET_DEFAULTS: dict[str, Any] = {
     "lora_alpha": 32, "lora_dropout": 0.1, "lora_target": "q_proj,v_proj", "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 8, "logging_steps": 500, "save_steps": 500, "max_source_length": 512,
     "max_target_length": 512, "template": "default", "train_on_inputs": False, "plot_loss": False,
-    "precision": "fp32", "dataset_dir": "data", "warmup_steps": 0,
+    "precision": "fp32", "dataset_dir": "data", "warmup_steps": 0, "save_total_limit": None,
 }
 LET_DATA = "alpaca_zh"
 DEFAULTS = {"alpaca-lora": ALPACA_LORA_DEFAULTS, "let": LET_DEFAULTS}
@@ -404,6 +404,8 @@ def _finish(st: _State, on_gpu: bool, world_size: int, default_quant: bool) -> N
     if v.get("dialect") == "alpaca-lora" and (v.get("wandb_project") or os.environ.get("WANDB_PROJECT")):
         names = [n for n in str(v.get("report_to", "none")).split(",") if n.strip() not in ("", "none")]
         v["report_to"] = ",".join(names + ["wandb"] if "wandb" not in names else names)  # alpaca-lora's use_wandb
+    if v.get("warmup_ratio") and "warmup_steps" not in v:
+        v["warmup_steps"] = 0  # a ratio asked for alone replaces labkit's default warmup_steps (steps win in HF)
     if v.get("max_source_length") or v.get("max_target_length"):
         v["cutoff_len"] = v.get("max_source_length", 0) + v.get("max_target_length", 0)
     if default_quant and not on_gpu:

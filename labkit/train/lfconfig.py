@@ -14,7 +14,7 @@ LF_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 1,
     "logging_steps": 500, "save_steps": 500, "cutoff_len": 2048, "lora_r": 8, "lora_dropout": 0.0,
     "lora_target": "all", "train_on_inputs": False, "plot_loss": False, "precision": "fp32", "dataset_dir": "data",
-    "val_set_size": 0, "warmup_steps": 0, "report_to": "none",
+    "val_set_size": 0, "warmup_steps": 0, "report_to": "none", "save_total_limit": None,
 }
 # LF key -> (TrainConfig field, type). Values are converted to the type (command lines give strings).
 DIRECT: dict[str, tuple[str, type]] = {
