@@ -12,15 +12,16 @@ def is_headless() -> bool:
     """True when nobody can use a live widget, so helpers show static tables and figures instead.
 
     LABKIT_WIDGETS=static|widget decides when set (LABKIT_PLAYGROUND is read as an older spelling); else True
-    under `labkit run` (the runner sets LABKIT_RUN_DIR and LABKIT_NOTEBOOK: papermill -> HTML, nobody to click)
-    and outside a Jupyter kernel (plain Python has no widget front-end).
+    under `labkit run` (the runner sets LABKIT_NOTEBOOK in its kernels: papermill -> HTML, nobody to click)
+    and outside a Jupyter kernel (plain Python has no widget front-end). LABKIT_RUN_DIR alone does not count:
+    in JupyterLab it points the notebooks at a run's adapters, and the person there can click.
     """
     mode = (os.environ.get("LABKIT_WIDGETS") or os.environ.get("LABKIT_PLAYGROUND") or "").strip().lower()
     if mode in STATIC:
         return True
     if mode in LIVE:
         return False
-    if os.environ.get("LABKIT_RUN_DIR") or os.environ.get("LABKIT_NOTEBOOK"):
+    if os.environ.get("LABKIT_NOTEBOOK"):
         return True
     try:
         from IPython import get_ipython

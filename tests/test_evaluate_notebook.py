@@ -52,7 +52,8 @@ def test_notebook_runs_records_and_explains_a_missing_adapter(tmp_path, monkeypa
                                            "max_new_tokens": 4, "playground_max_new_tokens": 4})
     executed = nbformat.read(out, as_version=4)
     text = _outputs_text(executed)
-    assert "baichuan: skipped" in text and "run notebook 03_baichuan_wpack first" in text
+    assert "baichuan: no adapter at" in text and "run notebook 03_baichuan_wpack first" in text
+    assert "; skipped" in text
     assert "Traceback" not in text
     assert "Playground (static)" in text and "<table" in text  # not an empty widget
     metrics = json.loads((run / "metrics" / "04_evaluation.json").read_text())

@@ -26,17 +26,24 @@ def target():
 
 
 def test_headless_detection(monkeypatch):
-    monkeypatch.delenv("LABKIT_PLAYGROUND", raising=False)
-    monkeypatch.setenv("LABKIT_RUN_DIR", "/tmp/x")
-    assert P.is_headless()
-    monkeypatch.delenv("LABKIT_RUN_DIR")
+    import IPython
+
+    for name in ("LABKIT_PLAYGROUND", "LABKIT_WIDGETS", "LABKIT_NOTEBOOK", "LABKIT_RUN_DIR"):
+        monkeypatch.delenv(name, raising=False)
     assert P.is_headless()  # plain Python: no Jupyter kernel, no widget front-end
+    ZMQInteractiveShell = type("ZMQInteractiveShell", (), {})  # what a JupyterLab kernel runs
+    monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
+    assert not P.is_headless()
+    monkeypatch.setenv("LABKIT_RUN_DIR", "/tmp/x")  # JupyterLab pointed at a run's adapters: still live
+    assert not P.is_headless()
+    monkeypatch.setenv("LABKIT_NOTEBOOK", "04_evaluation")  # a `labkit run` kernel: nobody to click
+    assert P.is_headless()
     monkeypatch.setenv("LABKIT_PLAYGROUND", "widget")
     assert not P.is_headless()
 
 
 def test_static_table_shows_base_and_adapter_outputs(target, monkeypatch):
-    monkeypatch.setenv("LABKIT_RUN_DIR", "/tmp/x")
+    monkeypatch.setenv("LABKIT_NOTEBOOK", "04_evaluation")
     monkeypatch.delenv("LABKIT_PLAYGROUND", raising=False)
     out = P.playground(PROMPTS, sampling=dict(max_new_tokens=6), llama=target, baichuan=None)
     html = out.data

@@ -115,6 +115,29 @@ def test_killed_build_never_looks_complete(quick_recipe, monkeypatch):
     monkeypatch.undo()
 
 
+def test_a_damaged_cached_build_is_named_and_built_again(tmp_path, capsys):
+    """A cached build whose model file was damaged after it was built (same size, bytes overwritten the way a
+    failing disk does) is not used: it is named in a warning and built again."""
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+        (folder / MARKER).write_text("{}")
+
+    final = tmp_path / "llama-abc"
+    assert tiny_mod._build_atomically(final, build) == final and len(calls) == 1
+    assert tiny_mod._build_atomically(final, build) == final and len(calls) == 1  # intact: reused
+    data = bytearray((final / "model.safetensors").read_bytes())
+    data[4096:4112] = b"\0" * 16
+    (final / "model.safetensors").write_bytes(bytes(data))
+    assert tiny_mod._build_atomically(final, build) == final and len(calls) == 2
+    assert "model.safetensors changed since it was built" in capsys.readouterr().err
+    assert (final / "model.safetensors").read_bytes() == bytes(range(256)) * 64
+    (final / tiny_mod.CHECKSUMS).unlink()  # a build from before checksums were recorded: rebuilt once
+    assert tiny_mod._build_atomically(final, build) == final and len(calls) == 3
+
+
 def test_unknown_arch_is_a_labkit_error():
     from labkit.errors import LabkitError
 

@@ -21,7 +21,8 @@ from labkit.train import checkpoints as ck
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "train_worker.py"
 BASE = {"max_steps": 24, "save_steps": 4, "logging_steps": 4, "learning_rate": 3e-3, "lora_dropout": 0.1,
-        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
+        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "save_total_limit": None,
+        "warmup_steps": 0}
 
 
 def _fake_ckpt(root: Path, step: int, complete: bool = True) -> Path:

@@ -181,11 +181,16 @@ def _locked(name: str):
 
 def _build_atomically(final: Path, build) -> Path:
     """Run build(tmp_dir) and rename tmp_dir to `final`; skip if `final` already holds a complete build."""
-    if (final / MARKER).is_file():
+    if (final / MARKER).is_file() and _damage(final) is None:
         return final
     with _locked(final.name):
         if (final / MARKER).is_file():
-            return final
+            damage = _damage(final)
+            if damage is None:
+                return final
+            from labkit.log import warn
+
+            warn(f"the cached build {final} is damaged ({damage}); building it again")
         if final.exists():  # incomplete leftover (should not happen with rename, but be safe)
             shutil.rmtree(final)
         _remove_stale_tmp(final.parent)
@@ -196,10 +201,34 @@ def _build_atomically(final: Path, build) -> Path:
             build(tmp)
             if not (tmp / MARKER).is_file():
                 raise RuntimeError(f"tiny build of {final.name} wrote no {MARKER}")
+            sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+            (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1), encoding="utf-8")
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+CHECKSUMS = "labkit_files.sha256.json"  # sha256 of every file of a finished build, checked on each use
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _damage(folder: Path) -> str | None:
+    """None when every file of a cached build still has the checksum it was built with; else what is wrong
+    (a disk error, an interrupted copy, a hand edit), so the caller builds the folder again."""
+    try:
+        sums = json.loads((folder / CHECKSUMS).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return f"{CHECKSUMS} is missing or unreadable"
+    bad = [name for name, digest in sums.items() if not (folder / name).is_file() or _sha256(folder / name) != digest]
+    return f"{', '.join(bad)} changed since it was built" if bad else None
 
 
 def _remove_stale_tmp(root: Path) -> None:
@@ -358,7 +387,15 @@ def build_tiny_model(arch: str, folder: Path, pretrain_model: bool = True) -> di
         if pretrain_model:
             record["pretrain"] = pretrain(model, tokenizer, seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder, safe_serialization=True)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a build inside a notebook would leave an empty widget box in the report
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(folder)
     (folder / MARKER).write_text(json.dumps(record, indent=1, ensure_ascii=False))
     return record
@@ -374,7 +411,3 @@ def tiny_model_path(arch: str = "llama") -> Path:
     final = _tiny_root() / f"{arch}-{model_recipe_hash(arch)}"
     return _build_atomically(final, lambda tmp: build_tiny_model(arch, tmp))
 
-
-def tiny_record(arch: str) -> dict:
-    """The build record (recipe, parameter count, pre-training losses) of the tiny `arch` model."""
-    return json.loads((tiny_model_path(arch) / MARKER).read_text(encoding="utf-8"))

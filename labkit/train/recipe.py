@@ -52,9 +52,9 @@ class Recipe:
 
     def describe(self) -> str:
         """Where the base comes from and where the adapter goes."""
-        from labkit.train.sft import resolve_base
+        from labkit.models import resolve_base
 
-        return f"base model: {resolve_base(self.cfg)}\nadapter folder: {self.output_dir}"
+        return f"base model: {resolve_base(self.cfg.base_model, self.cfg.arch)}\nadapter folder: {self.output_dir}"
 
     def load(self):
         """Load the base and the training data (template, tokenize, pack); the data summary as a table."""

@@ -37,18 +37,11 @@ def on_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_base(cfg: TrainConfig) -> str:
-    """The base folder of cfg.base_model by labkit.models.resolve_base ("", tiny-llama, tiny-baichuan, a folder)."""
-    from labkit.models import resolve_base as resolve_model
-
-    return str(resolve_model(cfg.base_model, cfg.arch))
-
-
 def load_base(cfg: TrainConfig, path: str | None = None):
     """(model, tokenizer) for cfg: labkit.models.load_model at cfg.precision (fp16 on CPU falls back to fp32)."""
-    from labkit.models import load_model, load_tokenizer
+    from labkit.models import load_model, load_tokenizer, resolve_base
 
-    path = path or resolve_base(cfg)
+    path = path or str(resolve_base(cfg.base_model, cfg.arch))
     precision = cfg.precision
     if precision == "fp16" and not on_cuda():
         notice("fp16 needs a CUDA GPU; loading the base in fp32 on CPU")
@@ -375,8 +368,9 @@ def prepare_run(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=N
 
     base = ""
     if model is None:
-        base = resolve_base(cfg)
-        from labkit.models import arch_of
+        from labkit.models import arch_of, resolve_base
+
+        base = str(resolve_base(cfg.base_model, cfg.arch))
         from labkit.models.load import model_folder, weights_format
 
         cfg.arch = arch_of(base)
