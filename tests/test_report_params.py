@@ -144,3 +144,15 @@ def test_every_profile_validates_against_the_notebooks(profile):
     name, values, path = load_profile(profile, ROOT / "profiles")
     plan = plan_parameters(notebooks, notebooks, values, {}, profile_source=str(path))
     assert set(plan.final) == set(values)
+
+
+@pytest.mark.parametrize("profile", ["tiny", "linly-7b", "baichuan-7b"])
+def test_every_shipped_profile_fits_the_workbook(profile):
+    """The profiles in profiles/ name only parameters the notebooks declare, with values of their types."""
+    from labkit.paths import notebooks_dir
+
+    notebooks = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    _, values, _ = load_profile(profile)
+    plan = plan_parameters(notebooks, notebooks, values)
+    if profile == "baichuan-7b":
+        assert plan.final["allow_pickle"] is True and plan.final["baichuan_template"] == "let/default"
