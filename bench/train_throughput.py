@@ -206,7 +206,7 @@ def run_labkit(model, tok, train, ga: int, out: str, cutoff: int = CUTOFF):
     from labkit.train.sft import run_training
 
     cfg = TrainConfig(base_model="", output_dir=out, per_device_train_batch_size=MICRO, gradient_accumulation_steps=ga,
-                      num_epochs=1.0, learning_rate=LR, lr_scheduler_type="cosine", lora_r=8, lora_alpha=16,
+                      num_epochs=1.0, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0, lora_r=8, lora_alpha=16,
                       lora_dropout=0.05, lora_target="q_proj,v_proj", cutoff_len=cutoff, save_strategy="no",
                       logging_steps=1, disable_tqdm=True, seed=SEED, overwrite_output_dir=True, plot_loss=False)
     _, _, collator = batching(cfg, tok, train, None)
