@@ -24,7 +24,7 @@ def random_baichuan(seed=0):
     cfg = BaiChuanConfig(vocab_size=101, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, max_position_embeddings=64)
     model = BaiChuanForCausalLM(cfg)
-    with torch.no_grad():  # std ~0.5 attention weights (FIELD_NOTES: with 0.05 a q/k swap hides at ~4e-6)
+    with torch.no_grad():  # std ~0.5 attention weights (with 0.05 a q/k swap changes outputs by only ~4e-6 and hides)
         for name, p in model.named_parameters():
             if "W_pack" in name:
                 p.normal_(0, 0.5)
