@@ -227,3 +227,30 @@ def test_two_ranks_packed_match_one_process(tmp_path):
     scale = max(float(one[k].abs().max()) for k in one if "lora_B" in k)
     diff = max(float((one[k] - two[k]).abs().max()) for k in one)
     assert scale > 1e-3 and diff < 1e-6, (diff, scale)  # measured 2.5e-7 vs |B| 1e-2
+
+
+@pytest.mark.parametrize("case", ["fp32", "autocast-bf16", "bf16-head-fp32-hidden"])
+def test_fused_loss_matches_plain_cross_entropy(case):
+    """LinearCrossEntropy = cross_entropy(hidden @ weight.T, reduction=sum), loss and grad(hidden), in every
+    dtype mix training meets: fp32, CPU bf16 autocast, a bf16 lm_head under fp32 hidden states (LF bf16: true)."""
+    from labkit.train.batching import LinearCrossEntropy
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(300, 16, generator=g)  # 300 rows: two chunks of 256
+    weight = torch.randn(50, 16, generator=g)
+    targets = torch.randint(0, 50, (300,), generator=g)
+    if case == "bf16-head-fp32-hidden":
+        weight = weight.bfloat16()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast-bf16")
+    h1 = hidden.clone().requires_grad_()
+    with autocast:
+        fused = LinearCrossEntropy.apply(h1, weight, targets, 256)
+    fused.backward()
+    h2 = hidden.clone().requires_grad_()
+    with autocast:
+        logits = h2 @ weight.to(h2.dtype).t() if case == "bf16-head-fp32-hidden" else h2 @ weight.t()
+    plain = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    plain.backward()
+    tol = 1e-4 if case == "fp32" else 2e-2
+    assert h1.grad.dtype == hidden.dtype
+    assert torch.allclose(fused, plain, rtol=tol) and torch.allclose(h1.grad, h2.grad, rtol=tol, atol=tol)

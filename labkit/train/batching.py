@@ -40,24 +40,25 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk=CE_CHUNK):  # hidden (K, D), weight (V, D), targets (K,)
+        device = hidden.device.type
+        if torch.is_autocast_enabled(device):  # what autocast would give each matmul, cast once, not per chunk
+            mm_dtype = torch.get_autocast_dtype(device)
+        else:  # e.g. an fp32 norm output and a bf16 head: the wider of the two
+            mm_dtype = torch.promote_types(hidden.dtype, weight.dtype)
+        h, w = hidden.to(mm_dtype), weight.to(mm_dtype)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        in_dtype = hidden.dtype
-        if weight.dtype != hidden.dtype and not torch.is_autocast_enabled(hidden.device.type):
-            weight = weight.to(torch.promote_types(hidden.dtype, weight.dtype))  # e.g. fp32 norm out, bf16 head
-            hidden = hidden.to(weight.dtype)
         grads = []
-        for s in range(0, hidden.shape[0], chunk):
-            logits = torch.mm(hidden[s:s + chunk], weight.t())  # (c, V) in the compute dtype (autocast)
-            mm_dtype = logits.dtype
-            logits = logits.float()
-            t = targets[s:s + chunk]  # (c,)
-            lse = torch.logsumexp(logits, dim=-1)  # (c,)
-            loss = loss + (lse - logits.gather(1, t[:, None])[:, 0]).sum()
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-            probs[torch.arange(probs.shape[0], device=probs.device), t] -= 1  # d loss / d logits
-            grads.append(torch.mm(probs.to(mm_dtype), weight.to(mm_dtype)))  # (c, D)
+        with torch.autocast(device, enabled=False):
+            for s in range(0, h.shape[0], chunk):
+                logits = torch.mm(h[s:s + chunk], w.t()).float()  # (c, V)
+                t = targets[s:s + chunk]  # (c,)
+                lse = torch.logsumexp(logits, dim=-1)  # (c,)
+                loss = loss + (lse - logits.gather(1, t[:, None])[:, 0]).sum()
+                probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+                probs[torch.arange(probs.shape[0], device=probs.device), t] -= 1  # d loss / d logits
+                grads.append(torch.mm(probs.to(mm_dtype), w))  # (c, D)
         grad = torch.cat(grads) if grads else torch.zeros_like(hidden)
-        ctx.save_for_backward(grad.to(in_dtype))
+        ctx.save_for_backward(grad.to(hidden.dtype))
         return loss
 
     @staticmethod
