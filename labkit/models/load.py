@@ -301,6 +301,19 @@ def default_device_map(precision: str):
     return "auto"
 
 
+def readable_weights(path, allow_pickle: bool = False) -> tuple[Path, str]:
+    """(model folder, weights format) of `path`; pickle weights (pytorch_model*.bin) are a LabkitError unless
+    `allow_pickle` (they can run code when loaded; with it they are read with torch.load(weights_only=True))."""
+    folder = model_folder(path)
+    fmt = weights_format(folder)
+    if fmt == "pickle" and not allow_pickle:
+        raise LabkitError(f"{folder}: weights are only in pickle format (pytorch_model*.bin, e.g. the official "
+                          f"Baichuan-7B release), which can run code when loaded; pass --allow_pickle "
+                          f"(allow_pickle=True / allow_pickle: true in a notebook or profile) to read them with "
+                          f"torch.load(weights_only=True), or convert them to safetensors first")
+    return folder, fmt
+
+
 def load_model(path, precision: str = "fp32", device_map=None, attn_implementation: str = "sdpa",
                allow_pickle: bool = False):
     """Load a LLaMA or Baichuan model folder for causal LM, never running remote code.
@@ -317,12 +330,7 @@ def load_model(path, precision: str = "fp32", device_map=None, attn_implementati
 
     from labkit.models.modeling_baichuan import BaiChuanForCausalLM
 
-    folder = model_folder(path)
-    fmt = weights_format(folder)
-    if fmt == "pickle" and not allow_pickle:
-        raise LabkitError(f"{folder}: weights are only in pickle format (pytorch_model*.bin), which can run code when "
-                          f"loaded; pass --allow_pickle (allow_pickle=True / allow_pickle: true in a notebook or profile) to read "
-                          f"them with torch.load(weights_only=True), or convert them to safetensors first")
+    folder, fmt = readable_weights(path, allow_pickle)
     from labkit.models.integrity import check_model_weights
 
     check_model_weights(folder, fmt)

@@ -369,15 +369,11 @@ def prepare_run(cfg: TrainConfig, *, model=None, tokenizer=None, train_dataset=N
     base = ""
     if model is None:
         from labkit.models import arch_of, resolve_base
+        from labkit.models.load import readable_weights
 
         base = str(resolve_base(cfg.base_model, cfg.arch))
-        from labkit.models.load import model_folder, weights_format
-
         cfg.arch = arch_of(base)
-        if weights_format(model_folder(base)) == "pickle" and not cfg.allow_pickle:
-            raise LabkitError(f"{base}: weights are only in pickle format (pytorch_model*.bin, e.g. the official "
-                              "Baichuan-7B release); pass --allow_pickle to read them with "
-                              "torch.load(weights_only=True), or convert them to safetensors")
+        readable_weights(base, cfg.allow_pickle)  # refused now, before the data work, not at model load
     else:
         cfg.arch = _arch(model, cfg.arch)
     if cfg.lora_target:
