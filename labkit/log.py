@@ -19,7 +19,7 @@ class _LineHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             label = "notice" if record.levelno < logging.WARNING else "warning"
-            in_kernel = _in_kernel()
+            in_kernel = in_kernel_shell()
             stream = sys.stdout if in_kernel and record.levelno < logging.WARNING else sys.stderr
             stream.write(f"{label}: {record.getMessage()}\n")
             stream.flush()
@@ -27,11 +27,11 @@ class _LineHandler(logging.Handler):
             self.handleError(record)
 
 
-def _in_kernel() -> bool:
-    """True inside a Jupyter kernel (a ZMQ shell is running), not merely when ipykernel was imported."""
+def in_kernel_shell() -> bool:
+    """True inside a Jupyter kernel (its ZMQ shell is running), not merely when ipykernel was imported."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
-    return shell is not None and hasattr(shell, "kernel")
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 if not any(isinstance(h, _LineHandler) for h in LOGGER.handlers):

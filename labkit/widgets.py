@@ -23,9 +23,6 @@ def is_headless() -> bool:
         return False
     if os.environ.get("LABKIT_NOTEBOOK"):
         return True
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return True
-    shell = get_ipython()
-    return shell is None or type(shell).__name__ != "ZMQInteractiveShell"
+    from labkit.log import in_kernel_shell  # a kernel has IPython loaded; without it there is none
+
+    return not in_kernel_shell()
