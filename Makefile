@@ -27,8 +27,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 tiny: $(STAMP)
-	$(BIN)/labkit tiny llama
-	$(BIN)/labkit tiny baichuan
+	$(BIN)/labkit tiny llama baichuan
 
 report: tiny
 	$(BIN)/labkit run --profile $(PROFILE)

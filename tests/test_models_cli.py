@@ -30,3 +30,9 @@ def test_tiny_rejects_unknown_arch(capsys):
     with pytest.raises(SystemExit) as exc:
         tiny_main(["gpt2"])
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_tiny_several_in_one_process(capsys):
+    assert tiny_main(["llama", "baichuan"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2:] == [str(tiny_model_path("llama")), str(tiny_model_path("baichuan"))]

@@ -1,4 +1,4 @@
-"""`labkit tiny llama|baichuan` (build/print the tiny model folder) and `labkit export` (merge an adapter)."""
+"""`labkit tiny llama [baichuan]` (build/print the tiny model folder) and `labkit export` (merge an adapter)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,27 @@ from labkit.errors import LabkitError
 
 
 def tiny_main(argv: list[str]) -> int:
-    """Build the tiny model if needed; the folder path is the last line printed."""
+    """Build the tiny model(s) if needed, one after the other; each folder is printed, the last one last."""
     from labkit.models.tiny import ARCHS, MARKER, tiny_model_path, tiny_tokenizer_path
 
-    ap = argparse.ArgumentParser(prog="labkit tiny", description="build (if needed) a tiny default model and print its folder")
-    ap.add_argument("arch", choices=[*ARCHS, "tokenizer"], help="llama | baichuan | tokenizer")
+    ap = argparse.ArgumentParser(prog="labkit tiny", description="build (if needed) tiny default models and print "
+                                 "their folders (several names: built in this order, in one process)")
+    ap.add_argument("arch", nargs="+", choices=[*ARCHS, "tokenizer"], help="llama | baichuan | tokenizer")
     ap.add_argument("--info", action="store_true", help="also print the build record (recipe, losses) as JSON")
     args = ap.parse_args(argv)
-    try:
-        path = tiny_tokenizer_path() if args.arch == "tokenizer" else tiny_model_path(args.arch)
-    except OSError as err:  # the cache folder is read-only, full, or a file stands in the way
-        from labkit.paths import cache_dir
+    for arch in args.arch:
+        try:
+            path = tiny_tokenizer_path() if arch == "tokenizer" else tiny_model_path(arch)
+        except OSError as err:  # the cache folder is read-only, full, or a file stands in the way
+            from labkit.paths import cache_dir
 
-        raise LabkitError(f"{err.filename or cache_dir()}: cannot build the tiny {args.arch} in the cache folder "
-                          f"{cache_dir()} ({err.strerror or err}); set LABKIT_CACHE to a writable folder") from None
-    if args.info:
-        from labkit.models.integrity import read_json
+            raise LabkitError(f"{err.filename or cache_dir()}: cannot build the tiny {arch} in the cache folder "
+                              f"{cache_dir()} ({err.strerror or err}); set LABKIT_CACHE to a writable folder") from None
+        if args.info:
+            from labkit.models.integrity import read_json
 
-        print(json.dumps(read_json(path / MARKER, "build record"), indent=1, ensure_ascii=False))
-    print(path)
+            print(json.dumps(read_json(path / MARKER, "build record"), indent=1, ensure_ascii=False))
+        print(path)
     return 0
 
 

@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-kernel", action="store_true",
                    help="run all notebooks in one kernel, its namespace reset between notebooks: heavy imports are "
                         "paid once (saves ~4 s per notebook); default: a fresh kernel per notebook")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="notebooks run side by side, each started when the notebooks it needs (its metadata "
+                        "labkit.needs) are done, the threads shared among them; default: 2 for the tiny models on "
+                        "2+ CPUs, 1 when a profile names a base model folder")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     p.add_argument("--log-output", action="store_true", help="stream each cell's output to the terminal")
     return p
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_params:
         return _list_params()
     command = ["labkit", "run", *(argv if argv is not None else sys.argv[1:])]
-    common = dict(progress=not args.no_progress, log_output=args.log_output, command=command)
+    common = dict(progress=not args.no_progress, log_output=args.log_output, command=command, jobs=args.jobs)
     if args.rerun:
         if args.only or args.profile != "tiny":
             raise LabkitError("--rerun takes the profile, parameters and notebooks from the earlier run; "

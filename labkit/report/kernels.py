@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -162,22 +163,30 @@ class KernelSession:
 
     Fresh mode (default): a new kernel per notebook; the one handed back is asked to exit and is reaped two
     notebooks later (it shuts down while the HTML is written and the next kernel starts). Shared mode: one
-    kernel for the whole run, its namespace reset before each notebook (heavy imports are paid once).
+    kernel for the whole run, its namespace reset before each notebook (heavy imports are paid once). Notebooks
+    running side by side (fresh mode) may call it from their own threads.
     """
 
     def __init__(self, name: str, cwd: Path, shared: bool = False, **env: str) -> None:
         self.name, self.cwd, self.shared, self.env = name, cwd, shared, env
         self._shared_km: Any = None
         self._stopping: list[Any] = []
+        self._active: list[Any] = []  # kernels running a notebook now
+        self._lock = threading.Lock()
 
     def acquire(self, stem: str) -> Any:
         """A kernel ready to run notebook `stem` (LABKIT_NOTEBOOK set to it)."""
-        while len(self._stopping) > 1:  # kernels from two notebooks ago: long gone by now
-            finish_kernel(self._stopping.pop(0))
+        with self._lock:
+            old = self._stopping[:-1]  # kernels from two notebooks ago: long gone by now
+            del self._stopping[:-1]
+        for km in old:
+            finish_kernel(km)
         if self._shared_km is not None:
             prepare_shared_kernel(self._shared_km, stem)
             return self._shared_km
         km = start_kernel(self.name, self.cwd, **self.env, LABKIT_NOTEBOOK=stem)
+        with self._lock:
+            self._active.append(km)
         if self.shared:
             self._shared_km = km
         return km
@@ -186,13 +195,26 @@ class KernelSession:
         """After a notebook: a fresh kernel is asked to exit (reaped later); the shared one stays."""
         if not self.shared:
             stop_kernel(km, wait=False)
-            self._stopping.append(km)
+            with self._lock:
+                if km in self._active:
+                    self._active.remove(km)
+                self._stopping.append(km)
 
     def kill(self, km: Any) -> None:
         """Ctrl-C or SIGTERM: the kernel goes now (its cell may run for hours)."""
         kill_kernel(km)
+        with self._lock:
+            if km in self._active:
+                self._active.remove(km)
         if km is self._shared_km:
             self._shared_km = None
+
+    def kill_all(self) -> None:
+        """Ctrl-C or SIGTERM with notebooks side by side: every running kernel goes now."""
+        with self._lock:
+            active = list(self._active)
+        for km in active:
+            self.kill(km)
 
     def close(self, interrupted: bool = False) -> None:
         """Stop every kernel still around: reaped after a normal end, killed after an interrupt."""

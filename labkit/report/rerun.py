@@ -124,6 +124,7 @@ def rerun(source: str | Path, rtol: float = 0.0, share_kernel: bool | None = Non
         if old.get("threads") and not kwargs.get("threads"):
             kwargs["threads"] = int(old["threads"])  # CPU results are bit-identical only at the same thread count
             say(f"threads: {kwargs['threads']}, as recorded")
+            kwargs.setdefault("jobs", int(old.get("jobs") or 1))  # each kernel's share of the threads, as recorded
         kwargs["share_kernel"] = (old.get("kernel") == "shared") if share_kernel is None else share_kernel
         result = run(profile=old.get("profile") or "tiny", only=list(old["notebooks"]),
                      parameters=old.get("parameters") or {}, echo=echo, torch_details=True,

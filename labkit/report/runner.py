@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import functools
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,6 +18,7 @@ from labkit.report.kernels import KernelSession, ensure_kernel
 from labkit.report.manifest import git_info, write_manifest
 from labkit.report.metrics import METRICS_DIRNAME, read_metrics
 from labkit.report.params import Plan, load_profile, parse_overrides, plan_parameters
+from labkit.report.schedule import auto_jobs, dependencies, ready
 from labkit.report.timings import cell_timings, time_table
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -85,6 +87,7 @@ class RunOptions:
     rerun_of: dict[str, Any] | None = None  # set by `--rerun`: which run this repeats
     torch_details: bool = False  # the runner's fingerprint imports torch (CUDA, GPUs, bf16): a rerun compares them
     threads: int | None = None  # torch threads for every kernel (a rerun: the recorded count); None = by load now
+    jobs: int | None = None  # notebooks at once (`--jobs`; a rerun: the recorded count); None = schedule.auto_jobs
 
 
 @dataclasses.dataclass
@@ -98,6 +101,7 @@ class RunPlan:
     notebooks: list[Path]  # all of the workbook
     selected: list[Path]  # the ones to run, in order
     params: Plan
+    deps: dict[str, set[str]]  # stem -> selected notebooks it waits for (labkit.report.schedule)
 
 
 @dataclasses.dataclass
@@ -120,12 +124,16 @@ class RunState:
     run_dir: Path
     manifest: dict[str, Any]
     started: float
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)  # notebooks may run side by side
+    interrupted: bool = False  # Ctrl-C / SIGTERM: kernels killed; a notebook failing now was interrupted
 
     def say(self, line: str) -> None:
-        (self.opts.echo or (lambda s: print(s, flush=True)))(line)
+        with self.lock:
+            (self.opts.echo or (lambda s: print(s, flush=True)))(line)
 
     def save(self) -> None:
-        write_manifest(self.run_dir, self.manifest)
+        with self.lock:
+            write_manifest(self.run_dir, self.manifest)
 
     def portable(self, value: Any, where: str) -> Any:
         """`value` with paths as <run>/... or <root>/...; outside paths named in manifest paths.outside."""
@@ -149,7 +157,9 @@ def plan_run(opts: RunOptions) -> RunPlan:
     else:  # a rerun: the recorded values replace the profile file's (which may have changed or gone)
         name, values, source = Path(opts.profile).stem, {}, Path(opts.profile)
     params = plan_parameters(selected, notebooks, values, raw, typed=opts.parameters, profile_source=str(source))
-    return RunPlan(name, root, nb_dir, rep_dir, notebooks, selected, params)
+    if opts.jobs is not None and int(opts.jobs) < 1:
+        raise LabkitError(f"--jobs {opts.jobs}: at least 1 notebook at a time")
+    return RunPlan(name, root, nb_dir, rep_dir, notebooks, selected, params, dependencies(selected, notebooks))
 
 
 def prepare_run_folder(opts: RunOptions, plan: RunPlan, started: float) -> RunState:
@@ -166,7 +176,7 @@ def prepare_run_folder(opts: RunOptions, plan: RunPlan, started: float) -> RunSt
         "paths": {**portable.LEGEND, "outside": {}},
     }
     state = RunState(opts, plan, run_dir, manifest, started)
-    manifest["threads"] = run_threads(opts, state)
+    manifest["threads"], manifest["jobs"] = run_threads(opts, state)
     partial = len(plan.selected) != len(plan.notebooks)
     manifest.update({
         "parameters": state.portable(plan.params.final, "parameters"),
@@ -193,18 +203,21 @@ def prepare_run_folder(opts: RunOptions, plan: RunPlan, started: float) -> RunSt
     return state
 
 
-def run_threads(opts: RunOptions, state: RunState) -> int:
-    """Torch threads for every kernel of the run, decided once: the count given (a rerun repeats the recorded one,
-    since CPU results are bit-identical only at the same count), else the CPUs free right now."""
+def run_threads(opts: RunOptions, state: RunState) -> tuple[int, int]:
+    """(torch threads of every kernel, notebooks at once), decided once per run. Given counts win (a rerun repeats
+    the recorded ones: CPU results are bit-identical only at the same thread count); else the CPUs free right now,
+    shared by the notebooks that run side by side (labkit.report.schedule.auto_jobs unless --jobs)."""
     from labkit.env.threads import plan_threads
 
+    plan = state.plan
     if opts.threads:
-        return int(opts.threads)
+        return int(opts.threads), int(opts.jobs or 1)
     n, others, limit = plan_threads()
     if others is not None and n < limit:
         state.say(f"warning: the machine is busy (other processes keep ~{others:.1f} CPUs busy): kernels use {n} of "
                   f"{limit} threads; LABKIT_THREADS=N sets the count")
-    return n
+    jobs = int(opts.jobs) if opts.jobs else auto_jobs(plan.deps, plan.params.effective, n)
+    return max(1, n // jobs), jobs
 
 
 def execute_notebook(state: RunState, kernels: KernelSession, path: Path) -> str | None:
@@ -218,7 +231,8 @@ def execute_notebook(state: RunState, kernels: KernelSession, path: Path) -> str
     try:
         km = kernels.acquire(path.stem)
         pm.execute_notebook(str(path), str(state.run_dir / path.name), parameters=params, kernel_name=kernels.name,
-                            cwd=str(state.plan.notebooks_dir), progress_bar=state.opts.progress,
+                            cwd=str(state.plan.notebooks_dir),
+                            progress_bar=state.opts.progress and state.manifest["jobs"] == 1,
                             log_output=state.opts.log_output, start_timeout=state.opts.start_timeout, km=km)
     except KeyboardInterrupt:
         if km is not None:
@@ -227,7 +241,7 @@ def execute_notebook(state: RunState, kernels: KernelSession, path: Path) -> str
     except PapermillExecutionError as err:
         error: str | None = f"{err.ename}: {err.evalue} (cell In [{err.exec_count}])"
     except Exception as err:  # kernel died, timeout, unreadable notebook ...
-        error = f"{type(err).__name__}: {err}"
+        error = "interrupted" if state.interrupted else f"{type(err).__name__}: {err}"
     else:
         error = None
     if km is not None:
@@ -248,32 +262,36 @@ def export_notebook_html(out_nb: Path) -> dict[str, Any]:
 def record_notebook(state: RunState, path: Path, error: str | None, t_start: float) -> None:
     """Status, timings, HTML and recorded metrics of a finished (or failed, or interrupted) notebook."""
     stem, out_nb = path.stem, state.run_dir / path.name
-    info = state.manifest["notebooks"][stem]
     t_exec = time.perf_counter() - t_start
-    info["status"] = "ok" if error is None else ("interrupted" if error == "interrupted" else "failed")
-    info["error"] = error
-    info["ipynb"] = out_nb.name if out_nb.exists() else None
     cells, slowest = cell_timings(out_nb) if out_nb.exists() else (0.0, [])
-    info.update(slowest_cells=slowest, cells_s=round(cells, 2), overhead_s=round(max(t_exec - cells, 0.0), 2))
     t_html = time.perf_counter()
-    if out_nb.exists():
-        info.update(export_notebook_html(out_nb))
-    info["html_s"] = round(time.perf_counter() - t_html, 2)
-    info["duration_s"] = round(time.perf_counter() - t_start, 2)
+    html = export_notebook_html(out_nb) if out_nb.exists() else {}
     metrics = read_metrics(state.run_dir / METRICS_DIRNAME / f"{stem}.json")
-    info["metrics"] = state.portable(metrics, f"notebooks.{stem}.metrics")
-    if stem == ENV_NOTEBOOK and isinstance(info["metrics"].get("fingerprint"), dict):
-        state.manifest["environment"] = info["metrics"]["fingerprint"]
-        state.manifest["environment_source"] = ENV_NOTEBOOK
-    state.save()
+    with state.lock:  # another notebook's thread may be saving the manifest
+        info = state.manifest["notebooks"][stem]
+        info["status"] = "ok" if error is None else ("interrupted" if error == "interrupted" else "failed")
+        info["error"] = error
+        info["ipynb"] = out_nb.name if out_nb.exists() else None
+        info.update(slowest_cells=slowest, cells_s=round(cells, 2), overhead_s=round(max(t_exec - cells, 0.0), 2))
+        info.update(html)
+        info["html_s"] = round(time.perf_counter() - t_html, 2)
+        info["duration_s"] = round(time.perf_counter() - t_start, 2)
+        info["metrics"] = state.portable(metrics, f"notebooks.{stem}.metrics")
+        if stem == ENV_NOTEBOOK and isinstance(info["metrics"].get("fingerprint"), dict):
+            state.manifest["environment"] = info["metrics"]["fingerprint"]
+            state.manifest["environment_source"] = ENV_NOTEBOOK
+        state.save()
 
 
 def run_notebook(state: RunState, kernels: KernelSession, path: Path, number: int) -> str | None:
     """Execute, export and record one notebook; returns its error (None: ok)."""
-    info = state.manifest["notebooks"][path.stem]
-    state.say(f"[{number}/{len(state.plan.selected)}] {path.stem}")
-    info.update(status="running", started=_now())
-    state.save()
+    side_by_side = state.manifest["jobs"] > 1
+    name = f"{path.stem} " if side_by_side else ""  # lines of notebooks running together say whose they are
+    with state.lock:
+        info = state.manifest["notebooks"][path.stem]
+        info.update(status="running", started=_now())
+        state.save()
+    state.say(f"[{number}/{len(state.plan.selected)}] {path.stem}" + (" started" if side_by_side else ""))
     t_start = time.perf_counter()
     error: str | None = "interrupted"  # unless execute_notebook returns
     try:
@@ -281,7 +299,7 @@ def run_notebook(state: RunState, kernels: KernelSession, path: Path, number: in
     finally:
         record_notebook(state, path, error, t_start)
     if error is None:
-        state.say(f"  ok in {info['duration_s']:.1f} s")
+        state.say(f"  {name}ok in {info['duration_s']:.1f} s")
     else:
         state.say(f"FAILED {path.stem}: {error}")
         state.say(f"  see {state.run_dir / (info.get('html') or path.name)}")
@@ -289,15 +307,49 @@ def run_notebook(state: RunState, kernels: KernelSession, path: Path, number: in
 
 
 def run_notebooks(state: RunState, kernels: KernelSession) -> str:
-    """Each selected notebook in order until one fails: the run's status."""
+    """The selected notebooks until one fails (one at a time, or side by side as their needs allow): the status."""
     if state.opts.log_output:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if state.manifest["jobs"] > 1:
+        return run_side_by_side(state, kernels, state.manifest["jobs"])
     for number, path in enumerate(state.plan.selected, 1):
         if run_notebook(state, kernels, path, number) is not None:
             return "failed"
     return "ok"
+
+
+def run_side_by_side(state: RunState, kernels: KernelSession, jobs: int) -> str:
+    """Up to `jobs` notebooks at once, each started when the notebooks it needs are done; after a failure no new
+    one starts (the running ones finish). Ctrl-C / SIGTERM kills every kernel at once."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    paths = {p.stem: p for p in state.plan.selected}
+    numbers = {p.stem: i for i, p in enumerate(state.plan.selected, 1)}
+    done: set[str] = set()
+    running: dict[Any, str] = {}
+    failed = False
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labkit-notebook") as pool:
+        try:
+            while True:
+                free = 0 if failed else jobs - len(running)
+                for stem in ready(state.plan.deps, done, set(running.values()) | done)[:free]:
+                    running[pool.submit(run_notebook, state, kernels, paths[stem], numbers[stem])] = stem
+                if not running:
+                    return "failed" if failed else "ok"
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    stem = running.pop(future)
+                    if future.result() is None:
+                        done.add(stem)
+                    else:
+                        failed = True
+        except KeyboardInterrupt:
+            state.interrupted = True
+            kernels.kill_all()
+            wait(list(running))
+            raise
 
 
 def finish_run(state: RunState, status: str) -> None:

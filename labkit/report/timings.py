@@ -44,7 +44,8 @@ def time_table(manifest: dict[str, Any]) -> str:
                  f"{tot['duration_s']:>7.1f}")
     wall = manifest.get("duration_s")
     if isinstance(wall, (int, float)):
-        lines.append(f"run wall time {wall:.1f} s (includes validation, set-up and index)")
+        side = f"{manifest['jobs']} notebooks side by side, " if (manifest.get("jobs") or 1) > 1 else ""
+        lines.append(f"run wall time {wall:.1f} s ({side}includes validation, set-up and index)")
     slow = [(info["slowest_cells"][0], stem) for stem, info in manifest["notebooks"].items()
             if info.get("slowest_cells")]
     if slow:
