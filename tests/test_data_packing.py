@@ -1,18 +1,10 @@
-"""Packing: packed loss and logits equal unpacked runs (fp32, 1e-5) with sdpa and eager; collators; length grouping."""
+"""Collators: flattened micro-batches with document attention equal separate runs (fp32, 1e-5); padding."""
 
 import datasets
 import pytest
 import torch
 
-from labkit.data.packing import (
-    IGNORE_INDEX,
-    LengthGroupedBatchSampler,
-    PackedCollator,
-    PaddingCollator,
-    block_diagonal_mask,
-    length_grouped_batches,
-    pack_dataset,
-)
+from labkit.data.packing import IGNORE_INDEX, DocumentCollator, PaddingCollator
 
 VOCAB = 97
 
@@ -41,16 +33,13 @@ def _llama(attn):
 
 
 def _baichuan(attn):
-    models = pytest.importorskip("labkit.models")
-    cls = getattr(models, "BaiChuanForCausalLM", None)
-    cfg_cls = getattr(models, "BaiChuanConfig", None)
-    if cls is None or cfg_cls is None:
-        pytest.skip("labkit.models has no BaiChuanForCausalLM yet")
+    from labkit.models import BaiChuanConfig, BaiChuanForCausalLM
+
     torch.manual_seed(0)
-    cfg = cfg_cls(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    cfg = BaiChuanConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, max_position_embeddings=256)
     cfg._attn_implementation = attn
-    model = cls(cfg).eval()
+    model = BaiChuanForCausalLM(cfg).eval()
     with torch.no_grad():  # larger attention weights: with init std 0.02 attention across samples changes outputs too little to see
         for name, p in model.named_parameters():
             if "W_pack" in name:
@@ -73,74 +62,18 @@ def _reference(model, ds):
     return logits, total / count
 
 
-@pytest.mark.parametrize("arch", ["llama", "baichuan"])
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_equals_unpacked(arch, attn):
-    model = _llama(attn) if arch == "llama" else _baichuan(attn)
-    ds = _samples()
-    ref_logits, ref_loss = _reference(model, ds)
-    packed = pack_dataset(ds, max_len=64)
-    assert len(packed) < len(ds)  # really packed
-    batch = PackedCollator(pad_token_id=0)([packed[i] for i in range(len(packed))])
-    assert batch["attention_mask"].shape == (len(packed), 1, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
-    with torch.no_grad():
-        out = model(**batch)
-    assert abs(out.loss.item() - ref_loss) < 1e-5
-    for r, lens in enumerate(packed["seq_lens"]):
-        start = 0
-        for n in lens:
-            # which sample is it? match by tokens
-            ids = batch["input_ids"][r, start:start + n].tolist()
-            k = ds["input_ids"].index(ids)
-            torch.testing.assert_close(out.logits[r, start:start + n], ref_logits[k], atol=1e-5, rtol=0)
-            start += n
-
-
-def test_without_mask_samples_leak():
-    """The control: restarted position_ids alone do not separate samples on CPU (measured: they leak)."""
+def test_without_document_attention_samples_leak():
+    """The control: a flattened row with restarted position_ids but the model's own attention lets one sample
+    see the one before it on CPU (measured: they leak); labkit's document attention is what keeps them apart."""
     model = _llama("sdpa")
     ds = _samples()
     ref_logits, _ = _reference(model, ds)
-    packed = pack_dataset(ds, max_len=64)
-    row = next(r for r in range(len(packed)) if len(packed[r]["seq_lens"]) > 1)
-    ids = torch.tensor([packed[row]["input_ids"]])
-    pos = torch.tensor([packed[row]["position_ids"]])
+    batch = DocumentCollator()([ds[i] for i in range(2)])
     with torch.no_grad():
-        lg = model(input_ids=ids, position_ids=pos).logits[0]
-    n0 = packed[row]["seq_lens"][0]
-    second = packed[row]["input_ids"][n0:n0 + packed[row]["seq_lens"][1]]
-    k = ds["input_ids"].index(second)
-    assert (lg[n0:n0 + len(second)] - ref_logits[k]).abs().max() > 1e-3
-
-
-def test_pack_dataset_columns_and_fit():
-    ds = _samples(n=20)
-    packed = pack_dataset(ds, max_len=40)
-    assert set(packed.column_names) == {"input_ids", "labels", "position_ids", "seq_lens"}
-    total = 0
-    for row in packed:
-        assert len(row["input_ids"]) <= 40 and sum(row["seq_lens"]) == len(row["input_ids"])
-        start = 0
-        for n in row["seq_lens"]:
-            assert row["position_ids"][start:start + n] == list(range(n))
-            assert row["labels"][start] == IGNORE_INDEX
-            start += n
-        total += sum(row["seq_lens"])
-    assert total == sum(len(x) for x in ds["input_ids"])
-    assert len(packed) <= len(ds)
-
-
-def test_mask_values_and_padding():
-    pos = torch.tensor([[0, 1, 2, 0, 1, 0]])
-    valid = torch.tensor([[1, 1, 1, 1, 1, 0]])
-    m = block_diagonal_mask(pos, valid)
-    assert m.shape == (1, 1, 6, 6) and m.dtype == torch.float32
-    allowed = (m[0, 0] == 0)
-    assert allowed[2, :3].all() and not allowed[2, 3:].any()
-    assert allowed[4, 3:5].all() and not allowed[4, :3].any() and not allowed[3, 4]
-    assert allowed[5].tolist() == [False] * 5 + [True]
-    assert (m[0, 0][~allowed] == torch.finfo(torch.float32).min).all()
-    assert block_diagonal_mask(pos, valid, dtype=torch.bfloat16).dtype == torch.bfloat16
+        lg = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+    n0 = len(ds["input_ids"][0])
+    assert (lg[n0:] - ref_logits[1]).abs().max() > 1e-3
+    torch.testing.assert_close(lg[:n0], ref_logits[0], atol=1e-5, rtol=0)  # the first sample sees nothing else
 
 
 def test_padding_collator():
@@ -149,32 +82,16 @@ def test_padding_collator():
     assert b["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert b["labels"].tolist() == [[-100, 6, 7, -100], [8, -100, -100, -100]]
     assert b["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+
     class Tok:
         pad_token_id, eos_token_id = 7, 2
 
-    assert PaddingCollator(Tok()).pad_token_id == 7 and PackedCollator(Tok()).pad_token_id == 7
+    assert PaddingCollator(Tok()).pad_token_id == 7
     left = PaddingCollator(pad_token_id=0, padding_side="left")(feats)
     assert left["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
 
 
-def test_length_grouped_batches():
-    lengths = [((i * 37) % 101) + 1 for i in range(500)]
-    batches = length_grouped_batches(lengths, batch_size=8, seed=1)
-    flat = sorted(i for b in batches for i in b)
-    assert flat == list(range(500))
-    assert max(lengths[i] for i in batches[0]) == max(lengths)
-    pad_grouped = sum(max(lengths[i] for i in b) * len(b) for b in batches)
-    random_batches = [list(range(k, min(k + 8, 500))) for k in range(0, 500, 8)]
-    pad_random = sum(max(lengths[i] for i in b) * len(b) for b in random_batches)
-    assert pad_grouped < 0.8 * pad_random
-    assert batches == length_grouped_batches(lengths, batch_size=8, seed=1)
-    sampler = LengthGroupedBatchSampler(lengths, 8, seed=1)
-    assert len(list(sampler)) == len(sampler) == 63
-
-
 def test_document_collator_flattens_without_padding():
-    from labkit.data.packing import DocumentCollator
-
     ds = _samples(n=5)
     feats = [ds[i] for i in range(len(ds))]
     batch = DocumentCollator()(feats)
@@ -195,7 +112,6 @@ def test_document_collator_flattens_without_padding():
 
 def test_document_collator_equals_separate_runs():
     """Flattened rows with labkit's document attention: every sample's logits equal running it alone."""
-    from labkit.data.packing import DocumentCollator
     from labkit.models.attention import use_docs_attention
 
     for model in (_llama("sdpa"), _baichuan("sdpa")):

@@ -8,6 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
 from labkit.data.packing import IGNORE_INDEX, DocumentCollator, PaddingCollator
+from labkit.errors import LabkitError
 from labkit.train.batching import batching, speed_arguments, step_batches, use_cpu_autocast
 from labkit.train.callbacks import LabkitTrainer
 from labkit.train.config import TrainConfig
@@ -254,3 +255,19 @@ def test_fused_loss_matches_plain_cross_entropy(case):
     tol = 1e-4 if case == "fp32" else 2e-2
     assert h1.grad.dtype == hidden.dtype
     assert torch.allclose(fused, plain, rtol=tol) and torch.allclose(h1.grad, h2.grad, rtol=tol, atol=tol)
+
+
+def test_padding_saved_counts_the_trainers_micro_batches():
+    from labkit.train.batching import padding_saved
+
+    lengths = [10, 20, 30, 40, 5, 7, 64]
+    out = padding_saved(lengths, per_device=2, seed=3, pad_to_multiple_of=8)
+    batches = step_batches(len(lengths), 2, 1, 3)
+    expected = sum(len(b) * -(-max(lengths[i] for i in b) // 8) * 8 for b in batches)
+    assert out["micro_batches"] == 4 and out["real_tokens"] == sum(lengths)
+    assert out["padded_tokens"] == expected and out["padded_tokens"] > out["real_tokens"]
+    assert out["padding_share"] == round(1 - sum(lengths) / expected, 4)
+    same = padding_saved([16] * 6, per_device=3, seed=0)
+    assert same["padded_tokens"] == same["real_tokens"] and same["padding_share"] == 0.0  # nothing to remove
+    with pytest.raises(LabkitError, match="positive"):
+        padding_saved(lengths, per_device=0, seed=0)

@@ -1,15 +1,14 @@
-"""labkit.data: read, validate, template, tokenize, pack and mix instruction data (see docs/architecture.md)."""
+"""labkit.data: read, validate, template, tokenize, collate and mix instruction data (see docs/architecture.md)."""
 
 from __future__ import annotations
 
-__all__ = ["REFUSALS", "load_datasets", "get_template", "tokenize_examples", "pack_dataset"]
+__all__ = ["REFUSALS", "load_datasets", "get_template", "tokenize_examples"]
 
 _LAZY = {
     "REFUSALS": "labkit.data.bundled",
     "load_datasets": "labkit.data.registry",
     "get_template": "labkit.data.templates",
     "tokenize_examples": "labkit.data.tokenize",
-    "pack_dataset": "labkit.data.packing",
 }
 
 

@@ -1,9 +1,7 @@
-"""Sample packing: documents flattened into rows (DocumentCollator), pre-packed rows with a 4-D mask, padding."""
+"""Collators: each micro-batch flattened into one row of documents (DocumentCollator, training's default), or padded."""
 
 from __future__ import annotations
 
-import bisect
-import random
 from dataclasses import dataclass
 
 import torch
@@ -11,77 +9,6 @@ import torch
 from labkit.errors import LabkitError
 
 IGNORE_INDEX = -100
-
-
-def _bins(lengths: list[int], max_len: int) -> list[list[int]]:
-    """Best-fit-decreasing: indices grouped so each group's total length <= max_len; groups keep sample order."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    caps: list[tuple[int, int]] = []  # (remaining capacity, bin id), sorted
-    bins: list[list[int]] = []
-    for i in order:
-        n = lengths[i]
-        k = bisect.bisect_left(caps, (n, -1))
-        if k < len(caps):
-            cap, b = caps.pop(k)
-        else:
-            cap, b = max_len, len(bins)
-            bins.append([])
-        bins[b].append(i)
-        if cap - n > 0:
-            bisect.insort(caps, (cap - n, b))
-    for b in bins:
-        b.sort()
-    bins.sort(key=lambda b: b[0])
-    return bins
-
-
-def pack_dataset(ds, max_len: int):
-    """Pack tokenized samples into rows of at most `max_len` tokens.
-
-    Returns a Dataset with input_ids, labels, position_ids (restart at 0 for every sample) and seq_lens.
-    The first label of every sample is -100 (it would otherwise be predicted from the previous sample).
-    Samples longer than max_len are cut to max_len. Use PackedCollator to build the block-diagonal mask.
-    """
-    import datasets
-
-    if max_len <= 0:
-        raise LabkitError(f"max_len must be positive, got {max_len}")
-    input_ids = [list(x)[:max_len] for x in ds["input_ids"]]
-    labels = [list(x)[:max_len] for x in ds["labels"]]
-    cols: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
-    for group in _bins([len(x) for x in input_ids], max_len):
-        ids, lab, pos, lens = [], [], [], []
-        for i in group:
-            n = len(input_ids[i])
-            ids += input_ids[i]
-            lab += [IGNORE_INDEX] + labels[i][1:]
-            pos += range(n)
-            lens.append(n)
-        cols["input_ids"].append(ids)
-        cols["labels"].append(lab)
-        cols["position_ids"].append(pos)
-        cols["seq_lens"].append(lens)
-    features = datasets.Features({k: datasets.Sequence(datasets.Value("int64")) for k in cols})
-    return datasets.Dataset.from_dict(cols, features=features)
-
-
-def block_diagonal_mask(position_ids: torch.Tensor, valid: torch.Tensor | None = None,
-                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Additive mask (B, 1, T, T): 0 where token i may attend to j (same sample, j <= i), finfo.min elsewhere.
-
-    Samples are delimited by position_ids restarting at 0. Padding (valid == 0) attends only to padding.
-    """
-    position_ids = torch.as_tensor(position_ids)  # (B, T)
-    B, T = position_ids.shape
-    seg = torch.cumsum((position_ids == 0).long(), dim=1)  # (B, T) sample number, from 1
-    if valid is not None:
-        seg = torch.where(torch.as_tensor(valid).bool(), seg, torch.zeros_like(seg))
-    same = seg[:, :, None] == seg[:, None, :]  # (B, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T)
-    allowed = same & causal
-    mask = torch.zeros(B, 1, T, T, dtype=dtype)
-    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-    return mask  # (B, 1, T, T)
 
 
 def _pad_id(value) -> int:
@@ -103,31 +30,6 @@ def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
 
 def _target_len(n: int, multiple: int | None) -> int:
     return n if not multiple else ((n + multiple - 1) // multiple) * multiple
-
-
-@dataclass
-class PackedCollator:
-    """Batch packed rows: right-pad, labels -100 on padding, 4-D additive float mask (B, 1, T, T).
-
-    A float mask (not bool) is required for eager attention. `dtype` should match the model's compute dtype.
-    Samples are found from position_ids (so Trainer may drop the seq_lens column).
-    """
-
-    pad_token_id: int = 0  # or a tokenizer (its pad id, else eos id)
-    dtype: torch.dtype = torch.float32
-    pad_to_multiple_of: int | None = None
-
-    def __post_init__(self):
-        self.pad_token_id = _pad_id(self.pad_token_id)
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        T = _target_len(max(len(f["input_ids"]) for f in features), self.pad_to_multiple_of)
-        input_ids = _pad([f["input_ids"] for f in features], self.pad_token_id, T)  # (B, T)
-        labels = _pad([f["labels"] for f in features], IGNORE_INDEX, T)  # (B, T)
-        position_ids = _pad([f["position_ids"] for f in features], 0, T)  # (B, T)
-        valid = _pad([[1] * len(f["input_ids"]) for f in features], 0, T)  # (B, T)
-        mask = block_diagonal_mask(position_ids, valid, self.dtype)  # (B, 1, T, T)
-        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": mask}
 
 
 @dataclass
@@ -193,41 +95,3 @@ class PaddingCollator:
         if "labels" in features[0]:
             out["labels"] = pad([f["labels"] for f in features], IGNORE_INDEX)  # (B, T)
         return out
-
-
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int = 42, mega: int = 50) -> list[list[int]]:
-    """Batches of similar length (less padding), the alternative to packing; as HF's group_by_length.
-
-    Shuffle, cut into mega-batches of batch_size*mega, sort each by length, split into batches; the batch with
-    the longest sample comes first (an out-of-memory error shows at step 1, not hours later).
-    """
-    if batch_size <= 0:
-        raise LabkitError(f"batch_size must be positive, got {batch_size}")
-    idx = list(range(len(lengths)))
-    random.Random(seed).shuffle(idx)
-    size = batch_size * mega
-    batches = []
-    for m in range(0, len(idx), size):
-        chunk = sorted(idx[m:m + size], key=lambda i: -lengths[i])
-        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
-    if batches:
-        longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
-        batches[0], batches[longest] = batches[longest], batches[0]
-    return batches
-
-
-class LengthGroupedBatchSampler(torch.utils.data.Sampler):
-    """A batch sampler over length-grouped batches; reshuffled per epoch (`set_epoch`). With HF Trainer use
-    `group_by_length=True` instead."""
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 42):
-        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        yield from length_grouped_batches(self.lengths, self.batch_size, self.seed + self.epoch)
-
-    def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size if self.lengths else 0

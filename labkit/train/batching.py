@@ -6,7 +6,7 @@ micro-batch is flattened into one row without padding (`labkit.data.packing.Docu
 document (`labkit.models.attention`), its logits computed only where a label is (lm_head and cross-entropy
 fused in chunks, `documents_loss`), the loss summed over label tokens and divided by the step's label count
 (`LabkitTrainer`), which is the padded batches' gradient. `step_batches` computes the samples of every step
-the same way the Trainer does, for plans and tests.
+the same way the Trainer does, for plans and tests; `padding_saved` what flattening them removes (notebook 01).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from labkit.errors import LabkitError
 from labkit.train.config import TrainConfig
 
 AUTOCAST_ENV = "LABKIT_AUTOCAST"  # "0" keeps fp32 compute on CPUs with fast bf16; "1" forces bf16 autocast
@@ -156,3 +157,17 @@ def step_batches(n_samples: int, per_device: int, accumulation: int, seed: int, 
     order = torch.randperm(n_samples, generator=g).tolist()
     size = per_device * accumulation * world
     return [sorted(order[i:i + size]) for i in range(0, n_samples, size)]
+
+
+def padding_saved(lengths: list[int], per_device: int, seed: int, pad_to_multiple_of: int = 8) -> dict:
+    """One epoch in the HF Trainer's micro-batches (`step_batches`): tokens when each is padded to its longest
+    sample (DataCollatorForSeq2Seq, rounded up to `pad_to_multiple_of`) vs flattened into one row (labkit)."""
+    from labkit.data.packing import _target_len
+
+    if per_device <= 0:
+        raise LabkitError(f"per_device_train_batch_size must be positive, got {per_device}")
+    batches = step_batches(len(lengths), per_device, 1, seed)
+    real = int(sum(lengths))
+    padded = sum(len(b) * _target_len(max(lengths[i] for i in b), pad_to_multiple_of) for b in batches)
+    return {"micro_batches": len(batches), "real_tokens": real, "padded_tokens": int(padded),
+            "padding_share": round(1 - real / padded, 4) if padded else 0.0}
