@@ -140,3 +140,45 @@ def test_jobs_below_one_is_refused(tmp_path):
     base = _workbook(tmp_path, {"01_signals": SIGNALS}, {})
     with pytest.raises(LabkitError, match="--jobs 0"):
         _run(base, jobs=0)
+
+
+SLEEPS = """import json, os, pathlib, time
+run = pathlib.Path(os.environ["LABKIT_RUN_DIR"])
+(run / (os.environ["LABKIT_NOTEBOOK"] + ".pid")).write_text(str(os.getpid()))
+time.sleep(300)"""
+
+
+def test_sigterm_stops_every_kernel_running_side_by_side(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = _workbook(tmp_path, {"01_sleeps": SLEEPS, "02_sleeps": SLEEPS, "03_after": AFTER},
+                     {"01_sleeps": [], "02_sleeps": [], "03_after": ["01_sleeps", "02_sleeps"]})
+    code = ("from labkit.report.runner import run\n"
+            f"run(notebooks_dir={str(base / 'notebooks')!r}, reports_dir={str(base / 'reports')!r}, "
+            f"profiles_dir={str(base / 'profiles')!r}, progress=False, jobs=2)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, pids = time.time() + 180, []
+        while time.time() < deadline and len(pids) < 2:
+            pids = [int(p.read_text()) for p in (base / "reports").glob("*/0[12]_sleeps.pid") if p.read_text()]
+            time.sleep(0.2)
+        assert len(pids) == 2, "the two notebooks never ran side by side"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    m = json.loads(next((base / "reports").glob("*/manifest.json")).read_text())
+    nb = m["notebooks"]
+    assert m["status"] == "interrupted", out
+    assert nb["01_sleeps"]["status"] == nb["02_sleeps"]["status"] == "interrupted"
+    assert nb["03_after"]["status"] == "skipped"
+    time.sleep(1)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # both kernels are gone, not orphaned

@@ -322,34 +322,50 @@ def run_notebooks(state: RunState, kernels: KernelSession) -> str:
 
 def run_side_by_side(state: RunState, kernels: KernelSession, jobs: int) -> str:
     """Up to `jobs` notebooks at once, each started when the notebooks it needs are done; after a failure no new
-    one starts (the running ones finish). Ctrl-C / SIGTERM kills every kernel at once."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    one starts (the running ones finish). Ctrl-C / SIGTERM kills every kernel at once and marks what ran
+    interrupted. Workers are daemon threads, so a worker stuck on a dead kernel cannot keep the process alive."""
+    import queue
 
     paths = {p.stem: p for p in state.plan.selected}
     numbers = {p.stem: i for i, p in enumerate(state.plan.selected, 1)}
+    finished: queue.Queue = queue.Queue()
     done: set[str] = set()
-    running: dict[Any, str] = {}
+    running: dict[str, float] = {}  # stem -> perf_counter at start
     failed = False
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="labkit-notebook") as pool:
+
+    def work(stem: str) -> None:
         try:
-            while True:
-                free = 0 if failed else jobs - len(running)
-                for stem in ready(state.plan.deps, done, set(running.values()) | done)[:free]:
-                    running[pool.submit(run_notebook, state, kernels, paths[stem], numbers[stem])] = stem
-                if not running:
-                    return "failed" if failed else "ok"
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in finished:
-                    stem = running.pop(future)
-                    if future.result() is None:
-                        done.add(stem)
-                    else:
-                        failed = True
-        except KeyboardInterrupt:
-            state.interrupted = True
-            kernels.kill_all()
-            wait(list(running))
-            raise
+            error = run_notebook(state, kernels, paths[stem], numbers[stem])
+        except BaseException as err:  # reported to the main thread, never lost in a worker
+            error = f"{type(err).__name__}: {err}"
+        finished.put((stem, error))
+
+    try:
+        while True:
+            for stem in ([] if failed else ready(state.plan.deps, done, set(running) | done)[:jobs - len(running)]):
+                running[stem] = time.perf_counter()
+                threading.Thread(target=work, args=(stem,), name=f"labkit-{stem}", daemon=True).start()
+            if not running:
+                return "failed" if failed else "ok"
+            try:
+                stem, error = finished.get(timeout=0.5)  # a timed wait: Ctrl-C / SIGTERM are seen at once
+            except queue.Empty:
+                continue
+            running.pop(stem)
+            if error is None:
+                done.add(stem)
+            else:
+                failed = True
+    except KeyboardInterrupt:
+        state.interrupted = True
+        kernels.kill_all()
+        deadline = time.perf_counter() + 20
+        while running and time.perf_counter() < deadline:  # workers record themselves once their kernel is gone
+            with contextlib.suppress(queue.Empty):
+                running.pop(finished.get(timeout=0.5)[0], None)
+        for stem, t_start in running.items():  # still waiting on a dead kernel: recorded from here
+            record_notebook(state, paths[stem], "interrupted", t_start)
+        raise
 
 
 def finish_run(state: RunState, status: str) -> None:
