@@ -182,3 +182,13 @@ def test_sigterm_stops_every_kernel_running_side_by_side(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # both kernels are gone, not orphaned
+
+
+def test_a_shared_kernel_runs_one_notebook_at_a_time(tmp_path):
+    base = _workbook(tmp_path, {"01_signals": SIGNALS, "02_after_signal": "import os, pathlib\n"
+                                "assert (pathlib.Path(os.environ['LABKIT_RUN_DIR']) / 'second_started').exists()"},
+                     {"01_signals": [], "02_after_signal": []})
+    result = _run(base, share_kernel=True)  # the notebooks could overlap, but they share one kernel
+    assert result.status == "ok" and result.manifest["jobs"] == 1
+    with pytest.raises(LabkitError, match="--shared-kernel.*drop --jobs 2"):
+        _run(base, share_kernel=True, jobs=2)

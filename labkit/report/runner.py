@@ -159,6 +159,8 @@ def plan_run(opts: RunOptions) -> RunPlan:
     params = plan_parameters(selected, notebooks, values, raw, typed=opts.parameters, profile_source=str(source))
     if opts.jobs is not None and int(opts.jobs) < 1:
         raise LabkitError(f"--jobs {opts.jobs}: at least 1 notebook at a time")
+    if opts.share_kernel and opts.jobs and int(opts.jobs) > 1:
+        raise LabkitError(f"--shared-kernel runs every notebook in one kernel, one at a time; drop --jobs {opts.jobs}")
     return RunPlan(name, root, nb_dir, rep_dir, notebooks, selected, params, dependencies(selected, notebooks))
 
 
@@ -216,7 +218,10 @@ def run_threads(opts: RunOptions, state: RunState) -> tuple[int, int]:
     if others is not None and n < limit:
         state.say(f"warning: the machine is busy (other processes keep ~{others:.1f} CPUs busy): kernels use {n} of "
                   f"{limit} threads; LABKIT_THREADS=N sets the count")
-    jobs = int(opts.jobs) if opts.jobs else auto_jobs(plan.deps, plan.params.effective, n)
+    if opts.share_kernel:  # one kernel cannot run two notebooks at once
+        jobs = 1
+    else:
+        jobs = int(opts.jobs) if opts.jobs else auto_jobs(plan.deps, plan.params.effective, n)
     return max(1, n // jobs), jobs
 
 
