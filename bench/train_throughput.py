@@ -23,8 +23,14 @@ lm_head on prompt tokens for labkit), train loss, held-out loss per trained toke
 JSON with `ratio` (labkit vs baseline trained tokens/s, mid model), `ratio_trl` (labkit vs TRL, mid),
 `ratio_tiny`, `ratio_trl_tiny`, `same_steps`, `loss_no_worse` and every run.
 
-    python bench/train_throughput.py            # ~10 min on an idle 2-core CPU
-    python bench/train_throughput.py --small    # seconds per run, one process (tests; BENCH_SMALL=1 too)
+Rounds: every run is repeated `--rounds` times (default 2), interleaved (round 1 tiny then mid, baseline first;
+round 2 in the reverse order) so a slow minute of the machine hits every setup alike; each setup is reported by
+its fastest round (the least disturbed measurement, timeit's convention), and the JSON also carries every
+round's tokens/s and the ratio of each round alone (`rounds`), so the spread is visible.
+
+    python bench/train_throughput.py              # ~10 min per round on an idle 2-core CPU
+    python bench/train_throughput.py --rounds 1   # one round (~10 min)
+    python bench/train_throughput.py --small      # seconds per run, one process (tests; BENCH_SMALL=1 too)
 """
 
 from __future__ import annotations
@@ -375,9 +381,33 @@ def summarize(results: dict, peak: dict, sizes: dict, isolated: bool) -> dict:
                          for m, r in runs.items()} for k, runs in results.items()}}
 
 
+def schedule(rounds: int) -> list[tuple[int, str, str]]:
+    """(round, model, mode) in run order: even rounds tiny -> mid, baseline -> trl; odd rounds reversed."""
+    order = [(kind, mode) for kind in ("tiny", "mid") for mode in MODES]
+    return [(r, kind, mode) for r in range(rounds) for kind, mode in (order if r % 2 == 0 else order[::-1])]
+
+
+def fastest(per_round: dict) -> tuple[dict, dict]:
+    """{kind: {mode: [run per round]}} -> ({kind: {mode: fastest run}}, {"tokens_per_s": ..., "ratio...": ...})
+    where the second holds every round's tokens/s per setup and each round's own labkit ratios."""
+    best = {kind: {mode: min(runs, key=lambda r: r["seconds"]) for mode, runs in modes.items()}
+            for kind, modes in per_round.items()}
+    spread: dict = {"tokens_per_s": {kind: {mode: [round(r["tokens_per_s"], 1) for r in runs]
+                                            for mode, runs in modes.items()} for kind, modes in per_round.items()}}
+    for kind, modes in per_round.items():
+        for other in ("baseline", "trl"):
+            if "labkit" in modes and other in modes:
+                key = "ratio" + ("_trl" if other == "trl" else "") + ("_tiny" if kind == "tiny" else "")
+                spread[key] = [round(a["tokens_per_s"] / b["tokens_per_s"], 3)
+                               for a, b in zip(modes["labkit"], modes[other])]
+    return best, spread
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="a few samples per run, all runs in this process (tests)")
+    ap.add_argument("--rounds", type=int, default=0, help="repeats of every run, interleaved; the fastest counts "
+                                                          "(default 2; 1 with --small)")
     ap.add_argument("--_child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     small = args.small or os.environ.get("BENCH_SMALL", "") == "1"
@@ -393,18 +423,28 @@ def main(argv: list[str] | None = None) -> int:
     peak = {"float32": matmul_peak("float32", seconds=0.2 if small else 0.6)}
     if fast_bf16_cpu():
         peak["bfloat16"] = matmul_peak("bfloat16", seconds=0.2 if small else 0.6)
-    results: dict = {}
-    for kind in ("tiny", "mid"):
-        results[kind] = {}
-        for mode in MODES:
-            results[kind][mode] = run(kind, mode, sizes[kind], cache=True) if small else _child(kind, mode, small)
+    rounds = args.rounds or (1 if small else 2)
+    if rounds < 1:
+        ap.error("--rounds must be 1 or more")
+    per_round: dict = {kind: {mode: [] for mode in MODES} for kind in ("tiny", "mid")}
+    for _r, kind, mode in schedule(rounds):
+        per_round[kind][mode].append(run(kind, mode, sizes[kind], cache=True) if small
+                                     else _child(kind, mode, small))
+    results, spread = fastest(per_round)
+    rounds_alike = all(r["step_samples"] == results[kind][mode]["step_samples"]  # every round: the same steps
+                       for kind, modes in per_round.items() for mode, runs in modes.items() for r in runs)
     peak["float32"] = max([peak["float32"], matmul_peak("float32", seconds=0.2 if small else 0.6)]
                           + [r["matmul_peak_gflops"] for runs in results.values() for r in runs.values()
                              if r["precision"] == "fp32"])  # the best seen in this run: MFU's denominator
     if peak.get("bfloat16"):
         peak["bfloat16"] = max([peak["bfloat16"]] + [r["matmul_peak_gflops"] for runs in results.values()
                                                      for r in runs.values() if r["precision"] != "fp32"])
-    print(json.dumps(summarize(results, peak, sizes, isolated=not small)))
+    summary = summarize(results, peak, sizes, isolated=not small)
+    summary["rounds"] = {"n": rounds, **spread}
+    summary["same_steps"] = summary["same_steps"] and rounds_alike
+    if rounds > 1:
+        print("per round: " + "; ".join(f"{k} {v}" for k, v in spread.items() if k.startswith("ratio")))
+    print(json.dumps(summary))
     return 0
 
 

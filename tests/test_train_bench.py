@@ -51,3 +51,31 @@ def test_gpu_bench_packed_vs_padded_row_on_cpu():
     assert row["packed_padding_share"] == 0 < row["padded_padding_share"]
     assert row["attention_backend"] == "loop" and row["padded_tokens_per_s"] > 0 and row["packed_tokens_per_s"] > 0
     assert model.config._attn_implementation == "sdpa"
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "bench" / "train_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rounds_interleave_and_the_fastest_round_counts():
+    tb = _bench_module()
+    order = tb.schedule(2)
+    assert len(order) == 12 and order[0] == (0, "tiny", "baseline") and order[5] == (0, "mid", "trl")
+    assert [x[1:] for x in order[6:]] == [x[1:] for x in order[:6]][::-1]  # round 2 runs in reverse order
+
+    def r(seconds, tokens):
+        return {"seconds": seconds, "tokens_per_s": tokens / seconds}
+
+    per_round = {"mid": {"baseline": [r(10, 1000), r(8, 1000)], "labkit": [r(6, 1000), r(4, 1000)],
+                         "trl": [r(9, 1000), r(12, 1000)]}}
+    best, spread = tb.fastest(per_round)
+    assert best["mid"]["baseline"]["seconds"] == 8 and best["mid"]["labkit"]["seconds"] == 4
+    assert best["mid"]["trl"]["seconds"] == 9
+    assert spread["ratio"] == [round(10 / 6, 3), 2.0]  # each round's own ratio, labkit / baseline
+    assert spread["ratio_trl"] == [1.5, 3.0]
+    assert spread["tokens_per_s"]["mid"]["labkit"] == [166.7, 250.0]
