@@ -30,7 +30,8 @@ lora = run / "toy_lora"
 words = pathlib.Path(words_file).resolve()
 record(adapter_dir=str(lora), files=[str(lora / "adapter_config.json")], words_file=str(words),
        outside_dir=outside_dir or None, words=len(words.read_text().split()) * scale,
-       value=int(os.environ.get("LABKIT_TEST_VALUE", "1")), threads=int(os.environ["LABKIT_THREADS"]))'''
+       value=int(os.environ.get("LABKIT_TEST_VALUE", "1")), threads=int(os.environ["LABKIT_THREADS"]),
+       omp_threads=int(os.environ["OMP_NUM_THREADS"]))'''
 
 
 def make_clone(base: Path) -> Path:
@@ -95,7 +96,7 @@ def test_copied_folder_reruns_identical_from_another_clone(first_run, monkeypatc
     monkeypatch.delenv("LABKIT_TEST_VALUE", raising=False)
     code, out = _main(["--rerun", str(copied)], capsys)
     assert code == 0, out
-    assert "metrics: all 7 identical" in out and "exact (rtol 0)" in out and "verdict: identical" in out
+    assert "metrics: all 8 identical" in out and "exact (rtol 0)" in out and "verdict: identical" in out
     assert "<run>" not in out and "<root>" not in out  # no path noise
     assert "environment: no difference" in out
     assert f"  outside_dir = {outside} (missing here: pass -p outside_dir=<your copy>)" in out
@@ -118,6 +119,8 @@ def test_rerun_uses_the_recorded_thread_count(first_run, monkeypatch, capsys, tm
     base, run, _, _ = first_run
     m = json.loads((run / "manifest.json").read_text())
     assert m["threads"] >= 1 and m["notebooks"]["00_paths"]["metrics"]["threads"] == m["threads"]
+    # torch reads OMP_NUM_THREADS at import: notebooks that never set threads themselves get the same count
+    assert m["notebooks"]["00_paths"]["metrics"]["omp_threads"] == m["threads"]
     copied = tmp_path / run.name
     shutil.copytree(run, copied)
     m["threads"] = 1
@@ -129,6 +132,7 @@ def test_rerun_uses_the_recorded_thread_count(first_run, monkeypatch, capsys, tm
     assert "threads: 1, as recorded" in out
     new = json.loads((Path(out.strip().splitlines()[-1]) / "manifest.json").read_text())
     assert new["threads"] == 1 and new["notebooks"]["00_paths"]["metrics"]["threads"] == 1
+    assert new["notebooks"]["00_paths"]["metrics"]["omp_threads"] == 1
 
 
 def test_environment_difference_named_first(first_run, monkeypatch, capsys):
@@ -150,7 +154,7 @@ def test_environment_difference_named_first(first_run, monkeypatch, capsys):
     assert lines[1] == "environment: 1 difference(s) (recorded -> this machine):"
     assert lines[2].split() == ["torch", "build", '"1.13.1+cu117"', "->", json.dumps(manifest["environment"]
                                                                                     .get("packages", {}).get("torch"))]
-    assert out.index("torch build") < out.index("metrics: 2 of 7 differ") < out.index("verdict: differs")
+    assert out.index("torch build") < out.index("metrics: 2 of 8 differ") < out.index("verdict: differs")
     assert "(replaced by -p outside_dir)" in out
     assert "00_paths.value        1 -> 5" in out and f'00_paths.outside_dir  "{first_run[3]}" -> "{mine}"' in out
 
@@ -167,7 +171,7 @@ def test_rerun_from_share_zip(first_run, monkeypatch, capsys):
     monkeypatch.delenv("LABKIT_TEST_VALUE", raising=False)
     code, out = _main(["--rerun", str(shared)], capsys)
     assert code == 0, out
-    assert "metrics: all 7 identical" in out and "verdict: identical" in out
+    assert "metrics: all 8 identical" in out and "verdict: identical" in out
     new = Path(out.strip().splitlines()[-1])
     assert json.loads((new / "manifest.json").read_text())["rerun_of"]["source"] == f"<root>/reports/{shared.name}"
     index = (base / "a" / "reports" / "index.html").read_text()
