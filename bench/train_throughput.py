@@ -370,8 +370,7 @@ def summarize(results: dict, peak: dict, sizes: dict, isolated: bool) -> dict:
     def cpu_ratio(kind):  # CPU seconds, a steadier comparison on a shared machine (same threads assumed)
         return round(results[kind]["baseline"]["cpu_seconds"] / results[kind]["labkit"]["cpu_seconds"], 3)
 
-    return {"ratio": ratio("mid", "baseline"), "ratio_trl": ratio("mid", "trl"),
-            "ratio_tiny": ratio("tiny", "baseline"), "ratio_trl_tiny": ratio("tiny", "trl"),
+    return {**{ratio_key(kind, other): ratio(kind, other) for kind in ("mid", "tiny") for other in ("baseline", "trl")},
             "ratio_cpu": cpu_ratio("mid"), "ratio_cpu_tiny": cpu_ratio("tiny"), "same_steps": same,
             "loss_no_worse": loss_ok, "mfu_mid": round(mid["mfu"], 4), "hw_mfu_mid": round(mid["hw_mfu"], 4),
             "fp32_peak_gflops": round(peak["float32"], 1), "bf16_peak_gflops": round(peak.get("bfloat16") or 0, 1),
@@ -379,6 +378,11 @@ def summarize(results: dict, peak: dict, sizes: dict, isolated: bool) -> dict:
             "samples_per_step": {k: MICRO * v["ga"] for k, v in sizes.items()},
             "runs": {k: {m: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in r.items()}
                          for m, r in runs.items()} for k, runs in results.items()}}
+
+
+def ratio_key(kind: str, other: str) -> str:
+    """The JSON key of labkit's ratio against `other` on `kind`: ratio, ratio_trl, ratio_tiny, ratio_trl_tiny."""
+    return "ratio" + ("_trl" if other == "trl" else "") + ("_tiny" if kind == "tiny" else "")
 
 
 def schedule(rounds: int) -> list[tuple[int, str, str]]:
@@ -397,8 +401,7 @@ def fastest(per_round: dict) -> tuple[dict, dict]:
     for kind, modes in per_round.items():
         for other in ("baseline", "trl"):
             if "labkit" in modes and other in modes:
-                key = "ratio" + ("_trl" if other == "trl" else "") + ("_tiny" if kind == "tiny" else "")
-                spread[key] = [round(a["tokens_per_s"] / b["tokens_per_s"], 3)
+                spread[ratio_key(kind, other)] = [round(a["tokens_per_s"] / b["tokens_per_s"], 3)
                                for a, b in zip(modes["labkit"], modes[other])]
     return best, spread
 

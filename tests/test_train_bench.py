@@ -10,6 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _bench_module(name: str):
+    """bench/<name>.py imported as a module (registered in sys.modules: dataclasses resolve their module there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"train_bench_{name}", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.mark.slow
 def test_train_throughput_small_prints_ratio_json():
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--small"], capture_output=True,
@@ -33,15 +44,10 @@ def test_train_throughput_small_prints_ratio_json():
 
 def test_gpu_bench_packed_vs_padded_row_on_cpu():
     """bench/gpu_7b.py's packed-vs-padded row, on a tiny LLaMA on CPU: same samples, less padding, a speed-up."""
-    import importlib.util
-
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    spec = importlib.util.spec_from_file_location("bench_gpu_7b_packing", ROOT / "bench" / "gpu_7b.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = _bench_module("gpu_7b")
     lengths = bench.real_lengths(200, 512)
     assert max(lengths) <= 512 and min(lengths) >= 4 and 100 <= sorted(lengths)[100] <= 220
     torch.manual_seed(0)
@@ -53,17 +59,8 @@ def test_gpu_bench_packed_vs_padded_row_on_cpu():
     assert model.config._attn_implementation == "sdpa"
 
 
-def _bench_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "bench" / "train_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_rounds_interleave_and_the_fastest_round_counts():
-    tb = _bench_module()
+    tb = _bench_module("train_throughput")
     order = tb.schedule(2)
     assert len(order) == 12 and order[0] == (0, "tiny", "baseline") and order[5] == (0, "mid", "trl")
     assert [x[1:] for x in order[6:]] == [x[1:] for x in order[:6]][::-1]  # round 2 runs in reverse order

@@ -428,8 +428,9 @@ def run_with(opts: RunOptions) -> RunResult:
     status = "failed"  # a bug or a set-up failure (no kernel) must not leave the folder claiming to be running
     kernels = None
     try:
-        threads = str(state.manifest["threads"])  # OMP_NUM_THREADS too: torch takes it at import, so a notebook that
-        # never calls configure_threads (evaluation, attention) does not run 2 threads next to another kernel
+        # OMP_NUM_THREADS as well: torch takes it at import, so a notebook that never calls configure_threads
+        # (evaluation, attention) does not run every core's worth of threads next to another kernel
+        threads = str(state.manifest["threads"])
         kernels = KernelSession(ensure_kernel(), plan.notebooks_dir, opts.share_kernel,
                                 LABKIT_RUN_DIR=str(state.run_dir), LABKIT_THREADS=threads, OMP_NUM_THREADS=threads)
         status = run_notebooks(state, kernels)
