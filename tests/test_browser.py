@@ -8,8 +8,7 @@ Set LABKIT_BROWSER_RUN=reports/<run-id> to check an existing run folder instead 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import shutil
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -17,42 +16,10 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 import browser_util as bu  # tests/ is on sys.path (pytest rootdir-relative import)
+from workbook_util import run_workbook
 
 ROOT = Path(__file__).resolve().parents[1]
-# seconds for `labkit run` (the whole tiny workbook takes ~5 min on 2 idle cores); LABKIT_BROWSER_RUN_TIMEOUT overrides
-RUN_TIMEOUT_S = {"00": 300, "all": int(os.environ.get("LABKIT_BROWSER_RUN_TIMEOUT", "900"))}
 SETTLE_MS = 10_000  # a page may render widgets asynchronously; placeholders must be gone by then
-
-
-def _runner_available() -> bool:
-    try:
-        import labkit.report.cli  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _run_workbook(reports: Path, only: str | None) -> Path:
-    """`labkit run [--only ...]` into `reports`; returns the run folder (the last line it prints)."""
-    if not _runner_available():
-        pytest.skip("labkit.report.cli (the `labkit run` runner) is not in this checkout yet")
-    env = dict(os.environ, LABKIT_REPORTS=str(reports))
-    # conftest sets MPLBACKEND=Agg for this process; inherited by the kernels it would silently drop every
-    # plt.show() figure from the reports. A reader's `labkit run` has no MPLBACKEND: kernels use the inline backend.
-    env.pop("MPLBACKEND", None)
-    cmd = [sys.executable, "-m", "labkit", "run"] + (["--only", only] if only else [])
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=RUN_TIMEOUT_S["00" if only else "all"],
-    )
-    tail = (proc.stdout[-3000:] + "\n" + proc.stderr[-3000:]).strip()
-    assert proc.returncode == 0, f"`{' '.join(cmd[2:])}` failed ({proc.returncode}):\n{tail}"
-    lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
-    assert lines, f"`labkit run` printed nothing:\n{tail}"
-    run = Path(lines[-1])
-    run = run if run.is_absolute() else (ROOT / run)
-    assert run.is_dir(), f"last line of `labkit run` is not a run folder: {lines[-1]!r}\n{tail}"
-    return run.resolve()
 
 
 def _report_pages(run: Path) -> list[Path]:
@@ -189,16 +156,18 @@ def verify_and_print(browser, run: Path) -> None:
 def test_environment_report_renders_offline(browser, tmp_path):
     """`labkit run --only 00`: its HTML and reports/index.html, checked in Chromium with no network."""
     existing = os.environ.get("LABKIT_BROWSER_RUN")
-    run = Path(existing).resolve() if existing else _run_workbook(tmp_path / "reports", only="00")
+    run = Path(existing).resolve() if existing else run_workbook(tmp_path / "reports", only="00")
     verify_and_print(browser, run)
 
 
 @pytest.mark.slow
-def test_whole_workbook_reports_render_offline(browser, tmp_path):
+def test_whole_workbook_reports_render_offline(browser, tmp_path, tiny_workbook_run):
     """The whole tiny workbook (every notebook's HTML, attention figures included) checked offline."""
     if os.environ.get("LABKIT_BROWSER_RUN"):
         pytest.skip("LABKIT_BROWSER_RUN set: the existing run is checked by the other test")
-    run = _run_workbook(tmp_path / "reports", only=None)
+    # a copy of the shared run: the check writes a screenshot next to every page
+    shutil.copytree(tiny_workbook_run.parent, tmp_path / "reports")
+    run = tmp_path / "reports" / tiny_workbook_run.name
     names = {p.stem for p in _report_pages(run)}
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
     assert notebooks <= names, f"notebooks without an HTML report: {sorted(notebooks - names)}"

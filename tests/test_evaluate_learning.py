@@ -1,21 +1,22 @@
 """Issue point 5: on the tiny profile the adapter beats its base on HELD-OUT data, for both architectures.
 
-Runs the real workbook path (notebooks 02, 03 and 04 with the tiny defaults, through the runner) and reads
-04_evaluation's metrics from the run manifest. The thresholds are the issue's criteria, never loosened.
+Reads 04_evaluation's metrics from the manifest of the shared whole-workbook run (conftest's
+`tiny_workbook_run`: `labkit run` with the tiny defaults, notebooks 02 and 03 training, 04 evaluating). The thresholds are the issue's criteria, never loosened.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 
 @pytest.mark.slow
-def test_tiny_profile_adapters_beat_their_bases_on_heldout(tmp_path):
-    from labkit.report import run
-
-    result = run("tiny", only="02,03,04", reports_dir=tmp_path, progress=False)
-    notebooks = result.manifest["notebooks"]
-    assert result.status == "ok", {k: v.get("status") for k, v in notebooks.items()}
+def test_tiny_profile_adapters_beat_their_bases_on_heldout(tiny_workbook_run):
+    manifest = json.loads((tiny_workbook_run / "manifest.json").read_text())
+    notebooks = manifest["notebooks"]
+    assert manifest["status"] == "ok", {k: v.get("status") for k, v in notebooks.items()}
+    assert manifest["profile"] == "tiny", manifest["profile"]
     metrics = notebooks["04_evaluation"]["metrics"]
     for arch in ("llama", "baichuan"):
         base, adapter = metrics[arch]["base"], metrics[arch]["adapter"]
