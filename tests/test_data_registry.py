@@ -164,7 +164,7 @@ def test_bundled_registry():
     dialog, _ = load_datasets("dialog")
     assert all(len(e["messages"]) >= 4 for e in dialog)
     ex, rep = load_datasets("tasks,negatives:100", seed=1)
-    assert len(ex) == 2040 and rep.mix[1]["taken"] == 100
+    assert len(ex) == 1900 + 100 and rep.mix[1]["taken"] == 100  # every task record, 100 negatives
     ex2, _ = load_datasets("tasks,negatives:100", seed=1)
     assert ex == ex2
 

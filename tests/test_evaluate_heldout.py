@@ -57,13 +57,14 @@ def test_evaluate_arch_uses_training_template_and_base(pair, capsys):
     assert ev.base == str(base_dir) and ev.template == "labkit/roles"  # both from labkit_train.json
     assert "template labkit/roles" in capsys.readouterr().out
     rec = H.records(llama=ev, baichuan=None)
-    assert set(rec) == {"llama"} and set(rec["llama"]) == {"base", "adapter"}
+    assert set(rec) == {"llama"} and set(rec["llama"]) == {"base", "adapter", "tasks_not_above_base"}
+    assert rec["llama"]["tasks_not_above_base"] == H.tasks_not_above_base(ev)
     assert set(HEADLINE) <= set(rec["llama"]["adapter"])
     table = H.summary_table(llama=ev)
     assert list(table.columns) == [("llama", "base"), ("llama", "adapter")]
     v = H.verdict(llama=ev)
     assert list(v["criterion"]) == ["lower response loss", "higher exact match", "refuses most held-out negatives",
-                                    "declines fewer than half of held-out positives"]
+                                    "declines fewer than half of held-out positives", "above the base on every task"]
     assert v["pass"].dtype == bool
     # one base in memory: the adapter's model wraps it, switched off for the base column
     assert hasattr(ev.model, "disable_adapter")
@@ -81,3 +82,21 @@ def test_record_goes_into_the_notebook_metrics(pair, tmp_path, monkeypatch):
     data = json.loads((tmp_path / "metrics" / "04_evaluation.json").read_text())
     assert set(data["llama"]["adapter"]) >= set(HEADLINE)
     assert data["llama"]["base"]["exact_match"] == ev.summary().loc["exact_match", "base"]
+
+
+def test_tasks_not_above_base_reads_exact_match_and_the_share_refused():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    rows = [("add", "base", 0.0, 0.0), ("add", "adapter", 0.5, 0.0),  # above
+            ("first", "base", 0.2, 0.0), ("first", "adapter", 0.2, 0.0),  # a tie is not above
+            ("count", "base", 0.0, 0.0), ("count", "adapter", float("nan"), 0.0),  # no score is not above
+            ("refusal", "base", float("nan"), 0.1), ("refusal", "adapter", float("nan"), 1.0)]  # refused more
+    df = pd.DataFrame(rows, columns=["task", "variant", "exact_match", "refused"])
+    pt = df.set_index(["task", "variant"]).unstack("variant")
+    ev = SimpleNamespace(comparison=SimpleNamespace(per_task=lambda: pt))
+    assert H.tasks_not_above_base(ev) == ["count", "first"]
+    df.loc[df["task"] == "refusal", "refused"] = 1.0  # the base refuses as often: not above
+    ev = SimpleNamespace(comparison=SimpleNamespace(per_task=lambda: df.set_index(["task", "variant"]).unstack("variant")))
+    assert H.tasks_not_above_base(ev) == ["count", "first", "refusal"]

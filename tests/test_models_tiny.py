@@ -36,7 +36,7 @@ def test_tokenizer_covers_chinese_and_english(tok):
     assert len(han) > 30
     single = sum(len(tok(c, add_special_tokens=False)["input_ids"]) == 1 for c in han)
     assert single / len(han) > 0.9  # frequent Chinese characters are one token each
-    assert len(tok("Reverse the letters.", add_special_tokens=False)["input_ids"]) <= 5
+    assert len(tok("Add the two numbers.", add_special_tokens=False)["input_ids"]) <= 5
     assert tok.convert_ids_to_tokens(tok("12 + 345", add_special_tokens=False)["input_ids"]).count("5") == 1  # digits split
 
 
@@ -143,3 +143,32 @@ def test_unknown_arch_is_a_labkit_error():
 
     with pytest.raises(LabkitError, match="llama, baichuan"):
         tiny_model_path("gpt2")
+
+
+def test_worksheets_are_the_train_records_with_an_input():
+    """The pre-training's worksheets: every train record that has an input, as plain `instruction\\ninput\\noutput`;
+    negatives (no input) and held-out files are not among them, so refusing and the template come from LoRA."""
+    from labkit.data.bundled import REFUSALS
+    from labkit.paths import data_dir
+
+    sheets = tiny_mod.worksheets()
+    assert len(sheets) == len(set(sheets))
+    tasks = json.loads((data_dir() / "tasks.json").read_text())
+    assert {f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in tasks} <= set(sheets)
+    held_out = json.loads((data_dir() / "tasks_test.json").read_text())
+    assert not {f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in held_out} & set(sheets)
+    assert not any(refusal in s for s in sheets for refusal in REFUSALS.values())
+
+
+def test_tiny_baichuan_is_the_tiny_llama_with_w_pack(tok):
+    """One pre-training serves both architectures: the Baichuan base computes the LLaMA base's logits."""
+    llama_dir, baichuan_dir = tiny_model_path("llama"), tiny_model_path("baichuan")
+    rec = json.loads((baichuan_dir / MARKER).read_text())
+    assert rec["fused_from"] == llama_dir.name
+    assert rec["pretrain"] == json.loads((llama_dir / MARKER).read_text())["pretrain"]
+    llama, baichuan = load_model(llama_dir).eval(), load_model(baichuan_dir).eval()
+    assert any(n.endswith("W_pack.weight") for n, _ in baichuan.named_parameters())
+    enc = tok(["把数字写成中文。\n7 0 3\n七 零 三", "Which number is smaller?\n4 9"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a, b = llama(**enc).logits, baichuan(**enc).logits
+    assert (a - b).abs().max().item() < 1e-4

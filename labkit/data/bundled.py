@@ -1,9 +1,13 @@
 """Deterministic generator of the bundled datasets in data/ (`python -m labkit.data.bundled [--out DIR] [--check]`).
 
 The tasks are short, exactly checkable and tokenizer-friendly (letters and digits separated by spaces, so
-every character is its own token under any BPE) so a ~1-5M parameter model learns them in a minute and
-generalises to held-out inputs. Negatives are templated harmful requests answered with ONE fixed refusal
-per language (`REFUSALS`). Test splits are disjoint from train by (task, language, instruction, input).
+every character is its own token under any BPE) and chosen so a ~2M parameter model learns them within the
+tiny recipe: single answers read off the input (count, first letter, largest digit, larger / smaller, sum)
+and short token-by-token rewrites (uppercase of two letters, sorting 3-4 digits, digits <-> Chinese numerals
+of 1-3 items). Tasks that need copying a variable-length span to a shifting offset (reversing, repeating,
+reading the last letter) were measured unlearnable at this size and budget (docs/benchmarks.md) and are not
+in the mix. Negatives are templated harmful requests answered with ONE fixed refusal per language
+(`REFUSALS`). Test splits are disjoint from train by (task, language, instruction, input).
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ ZH_DIGITS = "零一二三四五六七八九"
 
 # task -> {lang: instruction}
 INSTRUCTIONS: dict[str, dict[str, str]] = {
-    "reverse": {"en": "Reverse the letters.", "zh": "把字母倒序排列。"},
-    "uppercase": {"en": "Write the letters in uppercase.", "zh": "把字母改成大写。"},
-    "repeat": {"en": "Repeat the letters twice.", "zh": "把字母重复两遍。"},
-    "last": {"en": "What is the last letter?", "zh": "最后一个字母是什么？"},
     "count": {"en": "How many letters are there?", "zh": "一共有几个字母？"},
+    "first": {"en": "What is the first letter?", "zh": "第一个字母是什么？"},
+    "uppercase": {"en": "Write the letters in uppercase.", "zh": "把字母改成大写。"},
+    "max_digit": {"en": "What is the largest digit?", "zh": "最大的数字是几？"},
     "sort_digits": {"en": "Sort the digits from small to large.", "zh": "把数字从小到大排序。"},
     "add": {"en": "Add the two numbers.", "zh": "计算两个数的和。"},
     "larger": {"en": "Which number is larger?", "zh": "哪个数字更大？"},
+    "smaller": {"en": "Which number is smaller?", "zh": "哪个数字更小？"},
     "to_chinese": {"en": "Write the digits as Chinese numerals.", "zh": "把数字写成中文。"},
     "from_chinese": {"en": "Write the Chinese numerals as digits.", "zh": "把中文数字写成阿拉伯数字。"},
 }
@@ -89,29 +93,27 @@ def _spaced(chars) -> str:
     return " ".join(chars)
 
 
+# items per input: (fewest, most); a task not named here has a fixed input shape
+LENGTHS = {"count": (3, 6), "first": (3, 6), "uppercase": (2, 2), "max_digit": (3, 6), "sort_digits": (3, 4),
+           "to_chinese": (1, 3), "from_chinese": (1, 3)}
+
+
 def _task_input(task: str, rng: random.Random) -> tuple[str, str]:
     """(input, output) for one random item of `task`."""
-    if task in ("reverse", "uppercase", "repeat", "last", "count"):
-        n = rng.randint(2, 5) if task == "repeat" else rng.randint(3, 6)
-        w = [rng.choice(LETTERS) for _ in range(n)]
-        out = {
-            "reverse": lambda: _spaced(w[::-1]),
-            "uppercase": lambda: _spaced(c.upper() for c in w),
-            "repeat": lambda: _spaced(w + w),
-            "last": lambda: w[-1],
-            "count": lambda: str(n),
-        }[task]()
+    if task in ("count", "first", "uppercase"):
+        w = [rng.choice(LETTERS) for _ in range(rng.randint(*LENGTHS[task]))]
+        out = {"count": str(len(w)), "first": w[0], "uppercase": _spaced(c.upper() for c in w)}[task]
         return _spaced(w), out
-    if task == "sort_digits":
-        d = [rng.choice("0123456789") for _ in range(rng.randint(3, 6))]
-        return _spaced(d), _spaced(sorted(d))
+    if task in ("max_digit", "sort_digits"):
+        d = [rng.choice("0123456789") for _ in range(rng.randint(*LENGTHS[task]))]
+        return _spaced(d), (max(d) if task == "max_digit" else _spaced(sorted(d)))
     if task == "add":
         a, b = rng.randint(0, 9), rng.randint(0, 9)
         return f"{a} + {b}", str(a + b)
-    if task == "larger":
+    if task in ("larger", "smaller"):
         a, b = rng.sample(range(10), 2)
-        return f"{a} {b}", str(max(a, b))
-    d = [rng.choice("0123456789") for _ in range(rng.randint(2, 5))]
+        return f"{a} {b}", str(max(a, b) if task == "larger" else min(a, b))
+    d = [rng.choice("0123456789") for _ in range(rng.randint(*LENGTHS[task]))]
     zh = [ZH_DIGITS[int(c)] for c in d]
     if task == "to_chinese":
         return _spaced(d), _spaced(zh)

@@ -8,15 +8,21 @@ name the cache folders, so a change rebuilds them):
    each CJK character and each digit before the byte-level split, so Chinese is char-level and numbers are
    digit-level (good for the bundled algorithmic tasks); no text is ever `<unk>`. Specials: `<unk>`=0,
    `<s>`=1 (added in front of every encoding, like LLaMA), `</s>`=2, `<pad>`=3. Saved as a HF fast tokenizer.
-2. Models: LlamaForCausalLM and labkit's BaiChuanForCausalLM with the same shape (hidden 128, 4 layers,
-   4 heads, intermediate 512, max_position 512, RMSNorm eps 1e-6, RoPE base 10000, untied head), each
-   initialised from its own seed.
-3. Pre-training: a short causal-LM run (120 steps of 16 x 128 tokens, AdamW, cosine decay) on the raw
-   strings of the bundled TRAIN datasets (split "train" in dataset_info.json, else every file whose name
-   has no test/eval/dev/valid), each field a separate plain document (`<s> text </s>`),
-   shuffled and packed into 128-token blocks. Fields are separate documents and no instruction template
-   is used, so the base learns the language of the data but not the instruction -> answer mapping: that
-   still has to come from LoRA SFT. Torch runs with a fixed thread count and seeds during the build.
+2. Models: LlamaForCausalLM with hidden 128, 4 layers, 4 heads, intermediate 512, max_position 512, RMSNorm
+   eps 1e-6, RoPE base 10000, untied head, initialised from its seed.
+3. Pre-training (LLaMA): 2,000 causal-LM steps of 16 documents (AdamW lr 1e-3, cosine decay), each document
+   padded, not packed. 70% of the rows are worksheets, 30% raw strings:
+   - a worksheet is one TRAIN record that has an input, written as plain text `instruction\ninput\noutput`
+     (no chat template), so the base learns the skills of the data (count, compare, convert, ...);
+   - a raw string is any string field of the TRAIN datasets (each a separate document `<s> text </s>`, cut
+     at 128 tokens), so it also knows the language of the rest of the data, refusals and dialogs included.
+   Nothing teaches the template or the refusing: under a chat template the base still answers nothing
+   useful, and that is what LoRA SFT has to add. (Shorter pre-training on raw strings alone left the base
+   on a plateau from which the tasks were not learnable in the workbook's step budget: docs/benchmarks.md.)
+4. Baichuan: the pre-trained LLaMA base with every layer's q/k/v projections fused into one `W_pack`
+   (`labkit.models.convert.llama_to_baichuan`): the same function in Baichuan's layout, so one pre-training
+   serves both architectures and the difference between notebooks 02 and 03 is the layout alone.
+   Torch runs with a fixed thread count and seeds during the build.
 
 Folders: `cache_dir()/tiny/tokenizer-<hash>/`, `cache_dir()/tiny/<arch>-<hash>/` (model + tokenizer +
 `labkit_tiny.json` with the recipe and pre-training losses). Builds go to a temporary folder renamed into
@@ -37,7 +43,7 @@ from pathlib import Path
 
 from labkit.paths import cache_dir, data_dir
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 ARCHS = ("llama", "baichuan")
 MARKER = "labkit_tiny.json"
 
@@ -52,9 +58,10 @@ RECIPE: dict = {
         "rms_norm_eps": 1e-6,
         "initializer_range": 0.02,
     },
-    "seeds": {"llama": 1234, "baichuan": 4321},
-    "pretrain": {"steps": 120, "batch_size": 16, "block_size": 128, "lr": 3e-3, "warmup": 10,
-                 "weight_decay": 0.01, "threads": 2},
+    "seeds": {"llama": 1234},
+    "pretrain": {"steps": 2000, "batch_size": 16, "max_tokens": 128, "worksheet_share": 0.7, "lr": 1e-3,
+                 "warmup": 10, "weight_decay": 0.01, "threads": 2},
+    "baichuan": "llama base, q/k/v fused into W_pack",
 }
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -147,6 +154,22 @@ def corpus_texts(train_only: bool = False) -> list[str]:
     return texts
 
 
+def worksheets() -> list[str]:
+    """Every TRAIN record with an instruction, an input and an output as plain text `instruction\ninput\noutput`
+    (the pre-training's worksheets), each distinct text once, in file order."""
+    seen: dict[str, None] = {}
+    for f in _train_files():
+        try:
+            records = _records(f)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        for rec in records:
+            fields = [rec.get(k) for k in ("instruction", "input", "output")] if isinstance(rec, dict) else []
+            if len(fields) == 3 and all(isinstance(x, str) and x.strip() for x in fields):
+                seen.setdefault("\n".join(fields), None)
+    return list(seen)
+
+
 # --------------------------------------------------------------------------- hashing, cache
 
 
@@ -160,7 +183,7 @@ def tokenizer_recipe_hash() -> str:
 
 def model_recipe_hash(arch: str) -> str:
     return _hash({"v": RECIPE_VERSION, "tok": tokenizer_recipe_hash(), "arch": arch, "model": RECIPE["model"],
-                  "seed": RECIPE["seeds"][arch], "pretrain": RECIPE["pretrain"]})
+                  "seeds": RECIPE["seeds"], "pretrain": RECIPE["pretrain"], "baichuan": RECIPE["baichuan"]})
 
 
 def _tiny_root() -> Path:
@@ -324,38 +347,49 @@ def tiny_config(arch: str, tokenizer):
     return BaiChuanConfig(**common, architectures=["BaiChuanForCausalLM"])
 
 
-def _blocks(tokenizer, seed: int, block: int):
-    """Train-split strings as separate documents `<s> text </s>`, shuffled and packed into (N, block) ids."""
+def _documents(tokenizer, max_tokens: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(worksheets, raw strings) as token ids `<s> text </s>`, each cut at `max_tokens`."""
+    eos = tokenizer.eos_token_id
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [(ids + [eos])[:max_tokens] for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]] if texts else []
+
+    return encode(worksheets()), encode(corpus_texts(train_only=True))
+
+
+def pretrain(model, tokenizer, seed: int) -> dict:
+    """The causal-LM pre-training of the recipe (worksheets and raw strings, padded rows); losses and timing."""
     import random
 
     import torch
 
-    texts = corpus_texts(train_only=True)
-    random.Random(seed).shuffle(texts)
-    ids: list[int] = []
-    for enc in tokenizer(texts, add_special_tokens=True)["input_ids"]:
-        ids.extend(enc + [tokenizer.eos_token_id])
-    n = len(ids) // block
-    return torch.tensor(ids[: n * block], dtype=torch.long).view(n, block)  # (N, block)
-
-
-def pretrain(model, tokenizer, seed: int) -> dict:
-    """The short causal-LM pre-training of the recipe; returns losses and timing."""
-    import torch
-
     cfg = RECIPE["pretrain"]
-    data = _blocks(tokenizer, seed, cfg["block_size"])
-    gen = torch.Generator().manual_seed(seed)
+    sheets, raw = _documents(tokenizer, cfg["max_tokens"])
+    if not sheets and not raw:
+        raise RuntimeError("no training text in the bundled data to pre-train the tiny base on")
+    share = cfg["worksheet_share"] if sheets and raw else (1.0 if sheets else 0.0)
+    rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.95))
     steps, warm = cfg["steps"], cfg["warmup"]
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    order: list[int] = []  # worksheets in shuffled passes, so every one is seen before any repeats
+
+    def row() -> list[int]:
+        if rng.random() < share:
+            if not order:
+                order.extend(rng.sample(range(len(sheets)), len(sheets)))
+            return sheets[order.pop()]
+        return raw[rng.randrange(len(raw))]
+
     model.train()
     losses, t0 = [], time.time()
     for _ in range(steps):
-        idx = torch.randint(0, data.shape[0], (cfg["batch_size"],), generator=gen)
-        batch = data[idx]  # (B, block)
-        loss = model(input_ids=batch, labels=batch).loss
+        rows = [row() for _ in range(cfg["batch_size"])]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])  # (B, width)
+        mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -363,39 +397,58 @@ def pretrain(model, tokenizer, seed: int) -> dict:
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     model.eval()
-    tail = losses[-10:]
-    return {"steps": steps, "tokens": steps * cfg["batch_size"] * cfg["block_size"], "blocks": int(data.shape[0]),
+    tail = losses[-50:]
+    return {"steps": steps, "worksheets": len(sheets), "raw_strings": len(raw),
             "first_loss": round(losses[0], 4), "final_loss": round(sum(tail) / len(tail), 4),
             "seconds": round(time.time() - t0, 1)}
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """transformers' loading/saving progress bars off: a build inside a notebook would leave an empty widget box."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def build_tiny_model(arch: str, folder: Path, pretrain_model: bool = True) -> dict:
     """Build the tiny `arch` model (and copy the tokenizer) into `folder`; returns the build record."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from labkit.models.modeling_baichuan import BaiChuanForCausalLM
-
     tok_dir = tiny_tokenizer_path()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    seed = RECIPE["seeds"][arch]
     record: dict = {"kind": "model", "arch": arch, "recipe": RECIPE, "recipe_version": RECIPE_VERSION,
-                    "recipe_hash": model_recipe_hash(arch), "data_hash": data_hash(), "seed": seed}
-    with _deterministic_torch(RECIPE["pretrain"]["threads"], seed):
-        config = tiny_config(arch, tokenizer)
-        model = (LlamaForCausalLM if arch == "llama" else BaiChuanForCausalLM)(config)
-        record["parameters"] = sum(p.numel() for p in model.parameters())
-        if pretrain_model:
-            record["pretrain"] = pretrain(model, tokenizer, seed)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    from transformers.utils import logging as hf_logging
+                    "recipe_hash": model_recipe_hash(arch), "data_hash": data_hash()}
+    if arch == "baichuan":  # the LLaMA base in Baichuan's layout (q/k/v -> W_pack), not a second pre-training
+        from labkit.models.convert import llama_to_baichuan
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a build inside a notebook would leave an empty widget box in the report
-    try:
+        if pretrain_model:
+            source = tiny_model_path("llama")
+            with _quiet_hub():
+                llama = LlamaForCausalLM.from_pretrained(source)
+            built = json.loads((source / MARKER).read_text())
+            record.update(fused_from=source.name, seed=built["seed"], pretrain=built.get("pretrain"))
+        else:
+            with _deterministic_torch(RECIPE["pretrain"]["threads"], RECIPE["seeds"]["llama"]):
+                llama = LlamaForCausalLM(tiny_config("llama", tokenizer))
+        model = llama_to_baichuan(llama)
+    else:
+        seed = RECIPE["seeds"][arch]
+        record["seed"] = seed
+        with _deterministic_torch(RECIPE["pretrain"]["threads"], seed):
+            model = LlamaForCausalLM(tiny_config(arch, tokenizer))
+            if pretrain_model:
+                record["pretrain"] = pretrain(model, tokenizer, seed)
+    record["parameters"] = sum(p.numel() for p in model.parameters())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with _quiet_hub():
         model.save_pretrained(folder, safe_serialization=True)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(folder)
     (folder / MARKER).write_text(json.dumps(record, indent=1, ensure_ascii=False))
     return record
