@@ -8,7 +8,7 @@ import pytest
 from labkit.data.preview import lengths_frame, pick_preview, samples_html, trained_span_html
 from labkit.data.registry import load_datasets
 from labkit.data.tokenize import quick_bpe_tokenizer, tokenize_examples
-from labkit.paths import notebooks_dir
+from labkit.paths import data_dir, notebooks_dir
 
 
 @pytest.fixture(scope="module")
@@ -68,5 +68,7 @@ def test_notebook_01_runs(tmp_path, monkeypatch):
     papermill.execute_notebook(str(notebooks_dir() / "01_data.ipynb"), str(out), cwd=str(notebooks_dir()),
                                parameters={"cutoff_len": 40}, progress_bar=False)
     metrics = json.loads((tmp_path / "metrics" / "01_data.json").read_text())
-    assert metrics["read"] == metrics["kept"] == 2180 and metrics["rejected"] == 0
+    records = sum(len(json.loads((data_dir() / f).read_text())) for f in ("tasks.json", "negatives.json"))
+    assert records == 1900 + 240  # the bundled train splits of notebook 01's default datasets
+    assert metrics["read"] == metrics["kept"] == records and metrics["rejected"] == 0
     assert metrics["truncated"] > 0 and metrics["tokens_cut"] > 0
