@@ -160,7 +160,7 @@ if spec["precision"] in ("int8", "nf4"):
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec["gc"],
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
 elif spec["gc"]:
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
 model = attach_lora(model, ["q_proj", "k_proj", "v_proj", "o_proj"], r=8, dropout=0.05).train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)

@@ -102,7 +102,7 @@ def test_gradient_checkpointing_gives_same_loss_and_grads():
         model = small_model(seed=5)
         model.train()
         if ckpt:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         loss = model(input_ids=x, labels=x).loss
         loss.backward()
         results.append((loss.item(), model.model.layers[0].self_attn.W_pack.weight.grad.clone()))
