@@ -98,5 +98,6 @@ def test_tasks_not_above_base_reads_exact_match_and_the_share_refused():
     ev = SimpleNamespace(comparison=SimpleNamespace(per_task=lambda: pt))
     assert H.tasks_not_above_base(ev) == ["count", "first"]
     df.loc[df["task"] == "refusal", "refused"] = 1.0  # the base refuses as often: not above
-    ev = SimpleNamespace(comparison=SimpleNamespace(per_task=lambda: df.set_index(["task", "variant"]).unstack("variant")))
+    pt = df.set_index(["task", "variant"]).unstack("variant")
+    ev = SimpleNamespace(comparison=SimpleNamespace(per_task=lambda: pt))
     assert H.tasks_not_above_base(ev) == ["count", "first", "refusal"]

@@ -168,7 +168,17 @@ def test_tiny_baichuan_is_the_tiny_llama_with_w_pack(tok):
     assert rec["pretrain"] == json.loads((llama_dir / MARKER).read_text())["pretrain"]
     llama, baichuan = load_model(llama_dir).eval(), load_model(baichuan_dir).eval()
     assert any(n.endswith("W_pack.weight") for n, _ in baichuan.named_parameters())
-    enc = tok(["把数字写成中文。\n7 0 3\n七 零 三", "Which number is smaller?\n4 9"], return_tensors="pt", padding=True)
+    texts = ["把数字写成中文。\n7 0 3\n七 零 三", "Which number is smaller?\n4 9"]
+    enc = tok(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
         a, b = llama(**enc).logits, baichuan(**enc).logits
     assert (a - b).abs().max().item() < 1e-4
+
+
+def test_no_training_text_is_a_labkit_error_naming_the_folder(monkeypatch, tok):
+    from labkit.errors import LabkitError
+
+    monkeypatch.setattr(tiny_mod, "worksheets", lambda: [])
+    monkeypatch.setattr(tiny_mod, "corpus_texts", lambda train_only=False: [])
+    with pytest.raises(LabkitError, match="no training text to pre-train"):
+        tiny_mod.pretrain(LlamaForCausalLM(tiny_mod.tiny_config("llama", tok)), tok, seed=0)

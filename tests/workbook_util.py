@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# seconds for `labkit run` (the whole tiny workbook takes ~2.5 min on 2 idle cores); LABKIT_BROWSER_RUN_TIMEOUT overrides
+# seconds for `labkit run` (the whole tiny workbook: ~2 min on 2 idle cores); LABKIT_BROWSER_RUN_TIMEOUT overrides
 RUN_TIMEOUT_S = {"00": 300, "all": int(os.environ.get("LABKIT_BROWSER_RUN_TIMEOUT", "900"))}
 
 

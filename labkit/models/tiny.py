@@ -352,7 +352,9 @@ def _documents(tokenizer, max_tokens: int) -> tuple[list[list[int]], list[list[i
     eos = tokenizer.eos_token_id
 
     def encode(texts: list[str]) -> list[list[int]]:
-        return [(ids + [eos])[:max_tokens] for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]] if texts else []
+        if not texts:
+            return []
+        return [(ids + [eos])[:max_tokens] for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
     return encode(worksheets()), encode(corpus_texts(train_only=True))
 
@@ -366,7 +368,10 @@ def pretrain(model, tokenizer, seed: int) -> dict:
     cfg = RECIPE["pretrain"]
     sheets, raw = _documents(tokenizer, cfg["max_tokens"])
     if not sheets and not raw:
-        raise RuntimeError("no training text in the bundled data to pre-train the tiny base on")
+        from labkit.errors import LabkitError
+
+        raise LabkitError(f"{data_dir()}: no training text to pre-train the tiny base on (no train split with "
+                          "string fields); restore the bundled files with `python -m labkit.data.bundled`")
     share = cfg["worksheet_share"] if sheets and raw else (1.0 if sheets else 0.0)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.95))
