@@ -102,7 +102,7 @@ def test_recipe_change_rebuilds_and_builds_are_deterministic(quick_recipe, monke
 
 
 def test_killed_build_never_looks_complete(quick_recipe, monkeypatch):
-    def boom(arch, folder, pretrain_model=True):
+    def boom(arch, folder):
         (folder / "config.json").write_text("{}")
         raise KeyboardInterrupt  # killed half way
 
@@ -181,4 +181,4 @@ def test_no_training_text_is_a_labkit_error_naming_the_folder(monkeypatch, tok):
     monkeypatch.setattr(tiny_mod, "worksheets", lambda: [])
     monkeypatch.setattr(tiny_mod, "corpus_texts", lambda train_only=False: [])
     with pytest.raises(LabkitError, match="no training text to pre-train"):
-        tiny_mod.pretrain(LlamaForCausalLM(tiny_mod.tiny_config("llama", tok)), tok, seed=0)
+        tiny_mod.pretrain(LlamaForCausalLM(tiny_mod.tiny_config(tok)), tok, seed=0)

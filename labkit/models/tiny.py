@@ -142,15 +142,21 @@ def _train_files() -> list[Path]:
     return [f for f in files if is_train(f)]
 
 
+def _readable_records(files: list[Path]):
+    """Every record of `files`, in order; a file that is not valid JSON is skipped (the data checker reports it)."""
+    for f in files:
+        try:
+            records = _records(f)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        yield from records
+
+
 def corpus_texts(train_only: bool = False) -> list[str]:
     """The strings the tokenizer (all files) or the pre-training (train files only) sees, plus the primer."""
     texts = list(PRIMER)
-    for f in _train_files() if train_only else _data_files():
-        try:
-            for rec in _records(f):
-                texts.extend(_strings(rec))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # the data checker reports broken files; the tiny build just skips them
+    for rec in _readable_records(_train_files() if train_only else _data_files()):
+        texts.extend(_strings(rec))
     return texts
 
 
@@ -158,15 +164,10 @@ def worksheets() -> list[str]:
     """Every TRAIN record with an instruction, an input and an output as plain text `instruction\ninput\noutput`
     (the pre-training's worksheets), each distinct text once, in file order."""
     seen: dict[str, None] = {}
-    for f in _train_files():
-        try:
-            records = _records(f)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        for rec in records:
-            fields = [rec.get(k) for k in ("instruction", "input", "output")] if isinstance(rec, dict) else []
-            if len(fields) == 3 and all(isinstance(x, str) and x.strip() for x in fields):
-                seen.setdefault("\n".join(fields), None)
+    for rec in _readable_records(_train_files()):
+        fields = [rec.get(k) for k in ("instruction", "input", "output")] if isinstance(rec, dict) else []
+        if len(fields) == 3 and all(isinstance(x, str) and x.strip() for x in fields):
+            seen.setdefault("\n".join(fields), None)
     return list(seen)
 
 
@@ -333,18 +334,13 @@ def tiny_tokenizer_path() -> Path:
 # --------------------------------------------------------------------------- models
 
 
-def tiny_config(arch: str, tokenizer):
-    """The config of a tiny model of `arch` for `tokenizer`."""
+def tiny_config(tokenizer):
+    """The LlamaConfig of the tiny base for `tokenizer` (the tiny Baichuan's config is converted from it)."""
     from transformers import LlamaConfig
 
-    from labkit.models.configuration_baichuan import BaiChuanConfig
-
-    common = dict(RECIPE["model"], vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                  tie_word_embeddings=False, use_cache=True)
-    if arch == "llama":
-        return LlamaConfig(**common, architectures=["LlamaForCausalLM"])
-    return BaiChuanConfig(**common, architectures=["BaiChuanForCausalLM"])
+    return LlamaConfig(**RECIPE["model"], vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                       tie_word_embeddings=False, use_cache=True, architectures=["LlamaForCausalLM"])
 
 
 def _documents(tokenizer, max_tokens: int) -> tuple[list[list[int]], list[list[int]]]:
@@ -422,7 +418,7 @@ def _quiet_hub():
             hf_logging.enable_progress_bar()
 
 
-def build_tiny_model(arch: str, folder: Path, pretrain_model: bool = True) -> dict:
+def build_tiny_model(arch: str, folder: Path) -> dict:
     """Build the tiny `arch` model (and copy the tokenizer) into `folder`; returns the build record."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -433,23 +429,17 @@ def build_tiny_model(arch: str, folder: Path, pretrain_model: bool = True) -> di
     if arch == "baichuan":  # the LLaMA base in Baichuan's layout (q/k/v -> W_pack), not a second pre-training
         from labkit.models.convert import llama_to_baichuan
 
-        if pretrain_model:
-            source = tiny_model_path("llama")
-            with _quiet_hub():
-                llama = LlamaForCausalLM.from_pretrained(source)
-            built = json.loads((source / MARKER).read_text())
-            record.update(fused_from=source.name, seed=built["seed"], pretrain=built.get("pretrain"))
-        else:
-            with _deterministic_torch(RECIPE["pretrain"]["threads"], RECIPE["seeds"]["llama"]):
-                llama = LlamaForCausalLM(tiny_config("llama", tokenizer))
-        model = llama_to_baichuan(llama)
+        source = tiny_model_path("llama")
+        with _quiet_hub():
+            model = llama_to_baichuan(LlamaForCausalLM.from_pretrained(source))
+        built = json.loads((source / MARKER).read_text())
+        record.update(fused_from=source.name, seed=built["seed"], pretrain=built.get("pretrain"))
     else:
-        seed = RECIPE["seeds"][arch]
+        seed = RECIPE["seeds"]["llama"]
         record["seed"] = seed
         with _deterministic_torch(RECIPE["pretrain"]["threads"], seed):
-            model = LlamaForCausalLM(tiny_config(arch, tokenizer))
-            if pretrain_model:
-                record["pretrain"] = pretrain(model, tokenizer, seed)
+            model = LlamaForCausalLM(tiny_config(tokenizer))
+            record["pretrain"] = pretrain(model, tokenizer, seed)
     record["parameters"] = sum(p.numel() for p in model.parameters())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with _quiet_hub():
