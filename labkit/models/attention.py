@@ -46,13 +46,12 @@ def doc_bounds(position_ids: torch.Tensor | None = None, cu_seq_lens: torch.Tens
 def _loop(query, key, value, bounds: list[int], scaling, dropout: float) -> torch.Tensor:
     """Per-document causal SDPA over slices of one row (1, H, T, hd); returns (1, T, H, hd)."""
     gqa = key.shape[1] != query.shape[1]
-    outs = []
-    for s, e in zip(bounds, bounds[1:]):
-        outs.append(F.scaled_dot_product_attention(
-            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=scaling,
-            dropout_p=dropout, enable_gqa=gqa))  # (1, H, n, hd)
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (1, H, T, hd)
-    return out.transpose(1, 2)
+    sizes = [e - s for s, e in zip(bounds, bounds[1:])]
+    # split, not slices: its backward is one cat per tensor (a slice's is a zero-filled (1, H, T, hd) each)
+    outs = [F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, dropout_p=dropout,
+                                           enable_gqa=gqa).transpose(1, 2)  # (1, n, H, hd)
+            for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2))]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (1, T, H, hd), contiguous
 
 
 def _varlen(query, key, value, bounds: list[int], scaling, dropout: float) -> torch.Tensor:
