@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -10,22 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_util import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_7b.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu_7b", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def bench():
-    return _load_bench()
+    return load_bench("gpu_7b")
 
 
 @pytest.fixture(scope="module")

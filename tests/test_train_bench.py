@@ -6,19 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_util import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench_module(name: str):
-    """bench/<name>.py imported as a module (registered in sys.modules: dataclasses resolve their module there)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"train_bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.slow
@@ -47,7 +37,7 @@ def test_gpu_bench_packed_vs_padded_row_on_cpu():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    bench = _bench_module("gpu_7b")
+    bench = load_bench("gpu_7b")
     lengths = bench.real_lengths(200, 512)
     assert max(lengths) <= 512 and min(lengths) >= 4 and 100 <= sorted(lengths)[100] <= 220
     torch.manual_seed(0)
@@ -60,7 +50,7 @@ def test_gpu_bench_packed_vs_padded_row_on_cpu():
 
 
 def test_rounds_interleave_and_the_fastest_round_counts():
-    tb = _bench_module("train_throughput")
+    tb = load_bench("train_throughput")
     order = tb.schedule(2)
     assert len(order) == 12 and order[0] == (0, "tiny", "baseline") and order[5] == (0, "mid", "trl")
     assert [x[1:] for x in order[6:]] == [x[1:] for x in order[:6]][::-1]  # round 2 runs in reverse order
