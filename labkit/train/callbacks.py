@@ -1,4 +1,4 @@
-"""LabkitTrainer: packed-row loss, meters (tokens/s, MFU), non-finite loss stop, threads by load, fault injection."""
+"""LabkitTrainer: packed-row loss, meters (tokens/s, MFU), nan stop, threads by load, CPU speed-ups, fault injection."""
 
 from __future__ import annotations
 
