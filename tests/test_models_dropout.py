@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from labkit.models import dropout as dropout_mod
 from labkit.models.dropout import CpuMaskDropout, cpu_mask_dropout, keep_mask
 
 
@@ -28,7 +29,8 @@ def test_keep_mask_odd_sizes_and_shapes_and_the_seed():
     assert keep_mask((1,), 0.0).all() and keep_mask((0,), 0.3).numel() == 0
 
 
-def test_forward_and_backward_are_dropout():
+def test_forward_and_backward_are_dropout(monkeypatch):
+    monkeypatch.setattr(dropout_mod, "MIN_ELEMENTS", 0)  # the small input takes the mask path too
     torch.manual_seed(1)
     drop = CpuMaskDropout(0.25)
     x = (torch.rand(64, 128) + 0.5).requires_grad_()  # no zeros: a zero output means dropped
@@ -73,3 +75,15 @@ def test_swapped_into_lora_layers_and_back():
     assert torch.equal(model(input_ids=ids).logits, before)  # eval: identical to PEFT's own modules
     assert not any(isinstance(m, CpuMaskDropout) for m in model.modules())
     assert "lora_dropout" not in str(model.state_dict().keys())  # nothing saved with the adapter changes
+
+
+def test_small_inputs_use_torch_dropout_and_large_ones_the_mask():
+    x = torch.randn(2, dropout_mod.MIN_ELEMENTS)
+    torch.manual_seed(5)
+    small = CpuMaskDropout(0.3)(x[0, :100])
+    torch.manual_seed(5)
+    assert torch.equal(small, torch.nn.functional.dropout(x[0, :100], 0.3, True))  # bernoulli_'s stream exactly
+    torch.manual_seed(5)
+    large = CpuMaskDropout(0.3)(x)
+    torch.manual_seed(5)
+    assert torch.equal(large, x * (keep_mask(x.shape, 0.3).to(x.dtype) * torch.tensor(1 / 0.7)))

@@ -4,8 +4,8 @@ PEFT applies `nn.Dropout(p)` to the input of every LoRA layer (alpaca-lora's 0.0
 mask with `bernoulli_`, one float draw per element, and at the tiny and mid widths it was 5-6% of a training
 step (torch profiler). `CpuMaskDropout` draws the mask from 32 random bits per element (torch's generator,
 two elements per 64-bit draw) compared with round(p * 2^32): drop probability p to within 2^-33, the same
-scale, the same global RNG (seeded, saved in checkpoints, reproducible). Off CPU, or in eval mode, it is
-`nn.Dropout`. `cpu_mask_dropout(model)` swaps it into a PeftModel's LoRA layers and returns an undo function.
+scale, the same global RNG (seeded, saved in checkpoints, reproducible). Off CPU, in eval mode, or for inputs
+under `MIN_ELEMENTS` (where the extra ops cost more than they save) it is `nn.Dropout`. `cpu_mask_dropout(model)` swaps it into a PeftModel's LoRA layers and returns an undo function.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 _INT32_MIN = -(2**31)
+MIN_ELEMENTS = 32_768  # below this the mask's extra ops cost more than bernoulli_ (crossover ~20,000 at 1 thread)
 
 
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:
@@ -29,7 +30,8 @@ class CpuMaskDropout(torch.nn.Dropout):
     """nn.Dropout whose CPU training-mode mask comes from `keep_mask` (cheaper than bernoulli_ there)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
+        if (not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace
+                or x.numel() < MIN_ELEMENTS):
             return super().forward(x)
         if self.p >= 1.0:
             return x * 0.0
