@@ -24,7 +24,7 @@ TRIM_DEFAULT = 128 * 1024
 
 def _glibc():
     """The C library when it is glibc (has mallopt and malloc_trim), else None."""
-    if os.environ.get(ENV, "") == "0" or not os.uname().sysname == "Linux":
+    if os.environ.get(ENV, "") == "0" or os.uname().sysname != "Linux":
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -5,10 +5,13 @@ mask with `bernoulli_`, one float draw per element, and at the tiny and mid widt
 step (torch profiler). `CpuMaskDropout` draws the mask from 32 random bits per element (torch's generator,
 two elements per 64-bit draw) compared with round(p * 2^32): drop probability p to within 2^-33, the same
 scale, the same global RNG (seeded, saved in checkpoints, reproducible). Off CPU, in eval mode, or for inputs
-under `MIN_ELEMENTS` (where the extra ops cost more than they save) it is `nn.Dropout`. `cpu_mask_dropout(model)` swaps it into a PeftModel's LoRA layers and returns an undo function.
+under `MIN_ELEMENTS` (where the extra ops cost more than they save) it is `nn.Dropout`.
+`cpu_mask_dropout(model)` swaps it into a PeftModel's LoRA layers and returns an undo function.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -18,9 +21,7 @@ MIN_ELEMENTS = 32_768  # below this the mask's extra ops cost more than bernoull
 
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:
     """A bool tensor of `shape`, each element True with probability 1 - p (to within 2^-33), from torch's RNG."""
-    n = 1
-    for s in shape:
-        n *= int(s)
+    n = math.prod(shape)
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 1) // 2,), dtype=torch.int64, device=device)
     bits = words.view(torch.int32)[:n]  # (n,) uniform 32-bit integers
     return (bits >= _INT32_MIN + round(p * 2**32)).view(shape)
@@ -30,11 +31,9 @@ class CpuMaskDropout(torch.nn.Dropout):
     """nn.Dropout whose CPU training-mode mask comes from `keep_mask` (cheaper than bernoulli_ there)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace
+        if (not self.training or not 0.0 < self.p < 1.0 or x.device.type != "cpu" or self.inplace
                 or x.numel() < MIN_ELEMENTS):
             return super().forward(x)
-        if self.p >= 1.0:
-            return x * 0.0
         scale = torch.tensor(1.0 / (1.0 - self.p), dtype=x.dtype)
         return x * (keep_mask(x.shape, self.p).to(x.dtype) * scale)
 

@@ -87,25 +87,22 @@ class LabkitTrainer(Trainer):
 
     # -- packed rows (DocumentCollator): document attention, logits only where a label is, the step's token mean
     def train(self, *args, **kwargs):
-        undo_dropout, kept_memory = None, False
+        undo = []  # what the CPU speed-ups set for this run, undone after it
         try:
             if self.args.device.type == "cpu":  # see labkit.models.dropout and labkit.env.malloc
-                from labkit.env.malloc import keep_freed_memory
+                from labkit.env.malloc import give_back, keep_freed_memory
                 from labkit.models.dropout import cpu_mask_dropout
 
-                undo_dropout = cpu_mask_dropout(self.accelerator.unwrap_model(self.model))
-                kept_memory = keep_freed_memory()
+                undo.append(cpu_mask_dropout(self.accelerator.unwrap_model(self.model)))
+                if keep_freed_memory():
+                    undo.append(give_back)
             t0 = time.perf_counter()
             out = super().train(*args, **kwargs)
             out.metrics.update(self.utilization(time.perf_counter() - t0))
             return out
         finally:
-            if undo_dropout is not None:
-                undo_dropout()
-            if kept_memory:
-                from labkit.env.malloc import give_back
-
-                give_back()
+            for step in reversed(undo):
+                step()
             if self._attn_before is not None:  # back to the implementation the model was loaded with
                 from labkit.models.attention import set_attention
 
